@@ -1,0 +1,603 @@
+//! [`Client`]: the connection to jobfleet's Redis, queue handles, and the
+//! cross-queue reads (find a job by id, wait, events, fleet stats, workers).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::job::{Job, JobState, validate_job_id};
+use crate::keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
+use crate::queue::{Queue, QueueStats};
+use crate::scripts;
+
+/// Retention, retry and size policy. The defaults keep Redis memory bounded:
+/// finished records expire and the dead set is capped.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// How long a completed or cancelled job's record is kept (0: deleted at once).
+    pub completed_retention: Duration,
+    /// How long a dead job is kept, in the dead set and as a record.
+    pub dead_retention: Duration,
+    /// The most jobs the dead set holds; the oldest are dropped first.
+    pub dead_max_count: u64,
+    /// Retry backoff: base * 2^(attempt-1), capped, plus jitter.
+    pub backoff_base: Duration,
+    /// The longest retry backoff.
+    pub backoff_cap: Duration,
+    /// Up to this fraction is added to each backoff at random, so retries of
+    /// jobs that failed together spread out.
+    pub backoff_jitter: f64,
+    /// A job whose worker died this many times while running it is buried.
+    pub poison_cap: u32,
+    /// The largest payload accepted, bytes of JSON text.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            completed_retention: Duration::from_secs(3600),
+            dead_retention: Duration::from_secs(7 * 24 * 3600),
+            dead_max_count: 100_000,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(3600),
+            backoff_jitter: 0.25,
+            poison_cap: 3,
+            max_payload_bytes: crate::job::DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+}
+
+/// A connection to jobfleet's Redis. Cheap to clone: clones share one
+/// multiplexed, self-reconnecting connection.
+#[derive(Clone)]
+pub struct Client {
+    redis: redis::Client,
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    global: Arc<GlobalKeys>,
+    policy: Arc<Policy>,
+    /// Queues this client has already added to the known-queues set.
+    registered: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A job that reached a final state, as `wait` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    /// The job id.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// The final state.
+    pub state: JobState,
+    /// The result, when completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The error, when dead or cancelled by its worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `wait` found.
+#[derive(Debug, Clone, Default)]
+pub struct WaitReport {
+    /// Jobs that reached a final state, in the order they did.
+    pub finished: Vec<Finished>,
+    /// Jobs with no record (never submitted, or expired).
+    pub missing: Vec<String>,
+    /// Jobs still not final when the timeout ran out.
+    pub unfinished: Vec<String>,
+}
+
+/// One live worker process, as it describes itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Worker id (changes if the worker is recovered and re-registers).
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Queues it serves, in priority order.
+    pub queues: Vec<String>,
+    /// Its concurrency (slots).
+    pub concurrency: u32,
+    /// Jobs running now.
+    pub active: u32,
+    /// Jobs it has finished (any outcome).
+    pub processed: u64,
+    /// When it started (Redis ms).
+    pub started_ms: u64,
+    /// Its last heartbeat (Redis ms).
+    pub last_heartbeat_ms: u64,
+}
+
+/// Queue and worker statistics (the `stats --json` shape).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetStats {
+    /// One entry per queue.
+    pub queues: Vec<QueueStats>,
+    /// Live workers.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// A message from a [`Subscription`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Feed {
+    /// (Re)subscribed: messages published while disconnected were missed, so
+    /// state read before this point may be stale.
+    Subscribed,
+    /// A message on one of the channels.
+    Message {
+        /// The channel it came on.
+        channel: String,
+        /// Its payload.
+        payload: String,
+    },
+}
+
+/// A pub/sub subscription that reconnects by itself. A background task reads
+/// the connection into a local channel, so a slow reader never makes Redis
+/// buffer (or drop) its output.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::UnboundedReceiver<Feed>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// The next message; `None` never happens while the subscription lives.
+    pub async fn next(&mut self) -> Option<Feed> {
+        self.rx.recv().await
+    }
+
+    /// The next event (skipping messages that are not valid events); `None`
+    /// for a resubscription, after which missed events must be made up for.
+    pub async fn next_event(&mut self) -> Option<Option<Event>> {
+        loop {
+            match self.rx.recv().await? {
+                Feed::Subscribed => return Some(None),
+                Feed::Message { payload, .. } => match serde_json::from_str::<Event>(&payload) {
+                    Ok(event) => return Some(Some(event)),
+                    Err(e) => tracing::debug!(%e, "ignoring a malformed event"),
+                },
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How the client connects.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Key prefix (default `jobfleet`).
+    pub prefix: String,
+    /// Retention, retry and size policy.
+    pub policy: Policy,
+    /// Reconnect attempts per failing command before it errors.
+    pub retries: usize,
+    /// How long a command may wait for its reply.
+    pub response_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            prefix: DEFAULT_PREFIX.to_string(),
+            policy: Policy::default(),
+            retries: 3,
+            response_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Client {
+    /// Connects with default options.
+    pub async fn connect(url: &str) -> Result<Client> {
+        Client::connect_with(url, ConnectOptions::default()).await
+    }
+
+    /// Connects; fails when Redis cannot be reached after the retries.
+    pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Client> {
+        let redis = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(options.retries)
+            .set_max_delay(Duration::from_secs(2))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(options.response_timeout));
+        let conn = ConnectionManager::new_with_config(redis.clone(), config).await?;
+        Ok(Client {
+            redis,
+            conn,
+            global: Arc::new(GlobalKeys::new(&options.prefix)),
+            prefix: options.prefix.into(),
+            policy: Arc::new(options.policy),
+            registered: Arc::default(),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The global keys.
+    pub fn global_keys(&self) -> &GlobalKeys {
+        &self.global
+    }
+
+    /// A connection handle (multiplexed; clones are cheap).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A handle on queue `name` (the name is validated).
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        Queue::new(self.clone(), name)
+    }
+
+    /// Adds a queue to the known-queues set, once per client.
+    pub(crate) async fn register_queue(&self, name: &str) -> Result<()> {
+        if self.registered.lock().expect("poisoned").contains(name) {
+            return Ok(());
+        }
+        let _: () = self.conn().sadd(&self.global.queues, name).await?;
+        self.registered.lock().expect("poisoned").insert(name.to_string());
+        Ok(())
+    }
+
+    /// Every known queue, sorted by name.
+    pub async fn queue_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self.conn().smembers(&self.global.queues).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Finds a job by id: in `queue` when given, else in every known queue.
+    pub async fn find_job(&self, id: &str, queue: Option<&str>) -> Result<Job> {
+        validate_job_id(id)?;
+        let names = match queue {
+            Some(q) => vec![q.to_string()],
+            None => self.queue_names().await?,
+        };
+        for name in names {
+            if let Some(job) = self.queue(&name)?.status(id).await? {
+                return Ok(job);
+            }
+        }
+        Err(Error::JobNotFound(id.to_string()))
+    }
+
+    /// Subscribes to channels and channel patterns. Returns once the first
+    /// subscription is confirmed, so anything published after this returns
+    /// is delivered.
+    pub async fn subscribe(&self, channels: Vec<String>, patterns: Vec<String>) -> Result<Subscription> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let redis = self.redis.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            let mut warned = false;
+            loop {
+                match open_pubsub(&redis, &channels, &patterns).await {
+                    Ok(mut pubsub) => {
+                        if warned {
+                            tracing::info!("pub/sub connection restored");
+                        }
+                        warned = false;
+                        backoff = Duration::from_millis(50);
+                        if tx.send(Feed::Subscribed).is_err() {
+                            return;
+                        }
+                        let mut stream = pubsub.on_message();
+                        while let Some(msg) = stream.next().await {
+                            let feed = Feed::Message {
+                                channel: msg.get_channel_name().to_string(),
+                                payload: msg.get_payload().unwrap_or_default(),
+                            };
+                            if tx.send(feed).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(error = %e, "pub/sub connection lost; reconnecting with backoff");
+                            warned = true;
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+        // The first connection must work, so a caller learns at once that
+        // Redis is unreachable instead of waiting forever.
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(Feed::Subscribed)) => Ok(Subscription { rx, task }),
+            _ => {
+                task.abort();
+                let pubsub = open_pubsub(&self.redis, &[], &[]).await;
+                Err(match pubsub {
+                    Err(e) => Error::Redis(e),
+                    Ok(_) => Error::Protocol("could not subscribe".into()),
+                })
+            }
+        }
+    }
+
+    /// Subscribes to the events of `queues` (every queue, present and
+    /// future, when empty).
+    pub async fn events(&self, queues: &[String]) -> Result<Subscription> {
+        if queues.is_empty() {
+            let pattern = format!("{}:{{*}}:events", self.prefix);
+            return self.subscribe(vec![], vec![pattern]).await;
+        }
+        let mut channels = Vec::new();
+        for q in queues {
+            channels.push(self.queue(q)?.keys().events.clone());
+        }
+        self.subscribe(channels, vec![]).await
+    }
+
+    /// Waits until every job in `jobs` (queue, id) is final, or `timeout`
+    /// runs out, calling `on_final` for each job as it finishes.
+    pub async fn wait(
+        &self,
+        jobs: &[(String, String)],
+        timeout: Option<Duration>,
+        on_final: impl FnMut(&Finished),
+    ) -> Result<WaitReport> {
+        let queues: HashSet<&String> = jobs.iter().map(|(q, _)| q).collect();
+        let queues: Vec<String> = queues.into_iter().cloned().collect();
+        let mut events = self.events(&queues).await?;
+        self.wait_with(&mut events, jobs, timeout, on_final).await
+    }
+
+    /// [`Client::wait`] on a subscription the caller opened earlier (before
+    /// submitting, say). The subscription must cover the jobs' queues.
+    ///
+    /// No race: the subscription exists before the states are read, so a job
+    /// is either already final when read or its event arrives afterwards.
+    /// After a reconnect the states are read again.
+    pub async fn wait_with(
+        &self,
+        events: &mut Subscription,
+        jobs: &[(String, String)],
+        timeout: Option<Duration>,
+        mut on_final: impl FnMut(&Finished),
+    ) -> Result<WaitReport> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut report = WaitReport::default();
+        let mut remaining: HashMap<String, String> =
+            jobs.iter().map(|(q, id)| (id.clone(), q.clone())).collect();
+        self.settle(&mut remaining, &mut report, &mut on_final).await?;
+        while !remaining.is_empty() {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, events.next_event()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => events.next_event().await,
+            };
+            match next {
+                None => return Err(Error::Protocol("event subscription ended".into())),
+                Some(None) => self.settle(&mut remaining, &mut report, &mut on_final).await?,
+                Some(Some(event)) if event.state.is_final() => {
+                    if remaining.remove(&event.id).is_some() {
+                        let finished = Finished {
+                            id: event.id,
+                            queue: event.queue,
+                            state: match event.state {
+                                crate::EventKind::Completed => JobState::Completed,
+                                crate::EventKind::Cancelled => JobState::Cancelled,
+                                _ => JobState::Dead,
+                            },
+                            result: event.result,
+                            error: event.error,
+                        };
+                        on_final(&finished);
+                        report.finished.push(finished);
+                    }
+                }
+                Some(Some(_)) => {}
+            }
+        }
+        report.unfinished = remaining.into_keys().collect();
+        Ok(report)
+    }
+
+    /// Reads the state of every remaining job; moves final ones to the report.
+    async fn settle(
+        &self,
+        remaining: &mut HashMap<String, String>,
+        report: &mut WaitReport,
+        on_final: &mut impl FnMut(&Finished),
+    ) -> Result<()> {
+        let mut by_queue: HashMap<String, Vec<String>> = HashMap::new();
+        for (id, q) in remaining.iter() {
+            by_queue.entry(q.clone()).or_default().push(id.clone());
+        }
+        for (q, ids) in by_queue {
+            let keys = QueueKeys::new(&self.prefix, &q);
+            for chunk in ids.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    pipe.cmd("HMGET")
+                        .arg(keys.job(id))
+                        .arg("state")
+                        .arg("result")
+                        .arg("error");
+                }
+                let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
+                    pipe.query_async(&mut self.conn()).await?;
+                for (id, (state, result, error)) in chunk.iter().zip(rows) {
+                    let Some(state) = state else {
+                        remaining.remove(id);
+                        report.missing.push(id.clone());
+                        continue;
+                    };
+                    let Some(state) = JobState::parse(&state).filter(|s| s.is_final()) else {
+                        continue;
+                    };
+                    remaining.remove(id);
+                    let finished = Finished {
+                        id: id.clone(),
+                        queue: q.clone(),
+                        state,
+                        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+                        error,
+                    };
+                    on_final(&finished);
+                    report.finished.push(finished);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes what a worker process is, under the global workers set;
+    /// returns the Redis time (ms).
+    pub async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<u64> {
+        let queues = info.queues.join(",");
+        Ok(scripts::WORKER_INFO
+            .key(&self.global.workers)
+            .key(self.global.worker(&info.id))
+            .arg(&info.id)
+            .arg(ttl.as_millis() as u64)
+            .arg(&[
+                ("host", info.host.as_str()),
+                ("queues", queues.as_str()),
+                ("pid", &info.pid.to_string()),
+                ("concurrency", &info.concurrency.to_string()),
+                ("active", &info.active.to_string()),
+                ("processed", &info.processed.to_string()),
+                ("started_ms", &info.started_ms.to_string()),
+            ])
+            .invoke_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Removes a worker's description (on shutdown).
+    pub async fn remove_worker_info(&self, id: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.zrem(&self.global.workers, id).del(self.global.worker(id));
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Live workers (whose description has not expired), sorted by id.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let ids: Vec<String> = self.conn().zrange(&self.global.workers, 0, -1).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.global.worker(id));
+        }
+        let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut self.conn()).await?;
+        let mut workers: Vec<WorkerInfo> = ids
+            .into_iter()
+            .zip(rows)
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(id, f)| {
+                let num = |k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                WorkerInfo {
+                    host: f.get("host").cloned().unwrap_or_default(),
+                    pid: num("pid") as u32,
+                    queues: f
+                        .get("queues")
+                        .map(|q| q.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+                        .unwrap_or_default(),
+                    concurrency: num("concurrency") as u32,
+                    active: num("active") as u32,
+                    processed: num("processed"),
+                    started_ms: num("started_ms"),
+                    last_heartbeat_ms: num("last_heartbeat_ms"),
+                    id,
+                }
+            })
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
+    }
+
+    /// Stats of `queues` (every known queue when empty) and live workers.
+    pub async fn stats(&self, queues: &[String]) -> Result<FleetStats> {
+        let names = if queues.is_empty() {
+            self.queue_names().await?
+        } else {
+            queues.to_vec()
+        };
+        let mut stats = FleetStats::default();
+        for name in names {
+            stats.queues.push(self.queue(&name)?.stats().await?);
+        }
+        stats.workers = self.workers().await?;
+        Ok(stats)
+    }
+
+    /// Redis' `maxmemory-policy`, when the server lets us read it.
+    pub async fn maxmemory_policy(&self) -> Option<String> {
+        let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut self.conn())
+            .await;
+        reply.ok().and_then(|v| v.into_iter().nth(1))
+    }
+}
+
+async fn open_pubsub(
+    redis: &redis::Client,
+    channels: &[String],
+    patterns: &[String],
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let connect = async {
+        let mut pubsub = redis.get_async_pubsub().await?;
+        if !channels.is_empty() {
+            pubsub.subscribe(channels).await?;
+        }
+        if !patterns.is_empty() {
+            pubsub.psubscribe(patterns).await?;
+        }
+        Ok(pubsub)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "timed out connecting for pub/sub",
+        ))),
+    }
+}

@@ -1,0 +1,42 @@
+//! The errors the client returns: only the cases a caller would match on.
+
+/// Everything that can go wrong talking to jobfleet's Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis could not be reached, or refused a command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A queue name that would break the key schema.
+    #[error("invalid queue name {0:?}: use 1 to 64 characters from letters, digits, '_', '-', '.' and ':'")]
+    InvalidQueueName(String),
+    /// A job id (idempotency key) that cannot be used.
+    #[error("invalid job id {0:?}: use 1 to 200 characters without whitespace")]
+    InvalidJobId(String),
+    /// A payload that is not valid JSON.
+    #[error("payload is not valid JSON: {0}")]
+    InvalidPayload(String),
+    /// A payload over the configured size limit.
+    #[error("payload is {size} bytes, over the {limit} byte limit")]
+    PayloadTooLarge {
+        /// Size of the rejected payload.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A task name that is empty or too long.
+    #[error("invalid task name {0:?}: use 1 to 200 characters")]
+    InvalidTaskName(String),
+    /// No job with this id in any known queue.
+    #[error("no job with id {0} (it may never have existed, or its record expired)")]
+    JobNotFound(String),
+    /// The worker was declared dead and its jobs handed to others; it must
+    /// register under a fresh id.
+    #[error("worker {0} was recovered by the fleet")]
+    WorkerRecovered(String),
+    /// Redis answered something the protocol does not allow.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// The client's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

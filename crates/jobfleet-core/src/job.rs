@@ -1,0 +1,285 @@
+//! The job model: what a producer submits ([`JobSpec`]), what a worker
+//! claims ([`ClaimedJob`]), what `status` reads ([`Job`]) and the states a
+//! job moves through ([`JobState`]).
+//!
+//! A job's HASH fields (a wire format, see `docs/PROTOCOL.md`): `task`,
+//! `payload` (JSON text), `state`, `attempts`, `max_attempts`, `timeout_ms`,
+//! `created_ms`, `run_at_ms`, `started_ms`, `finished_ms`, `worker`,
+//! `result` (JSON text), `error`, `recoveries`, `cancel`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where a job is in its lifecycle. `Completed`, `Dead` and `Cancelled` are
+/// final: every accepted job ends in exactly one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// In the pending list, ready to be claimed.
+    Pending,
+    /// Waiting for its run-at time (a delay, or a retry's backoff).
+    Scheduled,
+    /// Claimed by a worker, in its processing list.
+    Active,
+    /// Ran and succeeded.
+    Completed,
+    /// Out of attempts, or failed with a permanent error.
+    Dead,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::Scheduled,
+        JobState::Active,
+        JobState::Completed,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    /// True for completed, dead and cancelled.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Dead | JobState::Cancelled)
+    }
+
+    /// The name stored in Redis.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Scheduled => "scheduled",
+            JobState::Active => "active",
+            JobState::Completed => "completed",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Defaults applied at submit time.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default per-attempt timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default payload size limit (bytes of JSON text).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// A job to submit.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Name of the task that runs it.
+    pub task: String,
+    /// The payload as JSON text (validated on construction).
+    pub payload: String,
+    /// A caller-chosen id: submitting twice with the same id creates the job
+    /// once (while its record lives). `None` gives a fresh UUIDv7.
+    pub id: Option<String>,
+    /// How many times it may run before it is buried.
+    pub max_attempts: u32,
+    /// The longest one attempt may run.
+    pub timeout: Duration,
+    /// Run no earlier than this long after submission.
+    pub delay: Duration,
+}
+
+impl JobSpec {
+    /// A job for `task` with a JSON payload.
+    pub fn new(task: impl Into<String>, payload: &serde_json::Value) -> JobSpec {
+        JobSpec::with_json_text(task, payload.to_string())
+    }
+
+    /// A job whose payload is JSON text the caller already has. The text is
+    /// checked at submit time ([`crate::Queue::submit`] refuses invalid JSON).
+    pub fn with_json_text(task: impl Into<String>, payload: String) -> JobSpec {
+        JobSpec {
+            task: task.into(),
+            payload,
+            id: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeout: DEFAULT_TIMEOUT,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Sets an idempotency key as the job's id.
+    pub fn id(mut self, id: impl Into<String>) -> JobSpec {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the number of attempts (at least 1).
+    pub fn max_attempts(mut self, n: u32) -> JobSpec {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> JobSpec {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Delays the first run.
+    pub fn delay(mut self, delay: Duration) -> JobSpec {
+        self.delay = delay;
+        self
+    }
+
+    pub(crate) fn validate(&self, max_payload_bytes: usize) -> Result<()> {
+        if self.task.is_empty() || self.task.len() > 200 {
+            return Err(Error::InvalidTaskName(self.task.clone()));
+        }
+        if let Some(id) = &self.id {
+            validate_job_id(id)?;
+        }
+        if self.payload.len() > max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                size: self.payload.len(),
+                limit: max_payload_bytes,
+            });
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(&self.payload)
+            .map_err(|e| Error::InvalidPayload(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Checks a caller-given job id.
+pub fn validate_job_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_whitespace) {
+        return Err(Error::InvalidJobId(id.to_string()));
+    }
+    Ok(())
+}
+
+/// A fresh time-ordered job id.
+pub fn new_job_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A job a worker has claimed and must ack or fail.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// The job id.
+    pub id: String,
+    /// The queue it came from.
+    pub queue: String,
+    /// Task name ('' when the stored record lacks one).
+    pub task: String,
+    /// Payload JSON text ('' when the stored record lacks one).
+    pub payload: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The attempts allowed.
+    pub max_attempts: u32,
+    /// The longest this attempt may run.
+    pub timeout: Duration,
+}
+
+/// A job as `status` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job id.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Task name.
+    pub task: String,
+    /// Current state.
+    pub state: JobState,
+    /// Payload (JSON).
+    pub payload: serde_json::Value,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Per-attempt timeout, ms.
+    pub timeout_ms: u64,
+    /// Submitted at (Redis ms).
+    pub created_ms: u64,
+    /// Due at, when scheduled (Redis ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+    /// Last attempt started at (Redis ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    /// Reached its final state at (Redis ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    /// The worker that ran (or runs) it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The task's result, once completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How many times its worker died while running it.
+    pub recoveries: u32,
+}
+
+impl Job {
+    /// Builds a job from its HASH fields; `None` when the hash is empty.
+    pub(crate) fn from_fields(id: &str, queue: &str, mut f: HashMap<String, String>) -> Option<Job> {
+        if f.is_empty() {
+            return None;
+        }
+        let num = |f: &HashMap<String, String>, k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok());
+        let json = |text: Option<String>| {
+            text.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t)))
+        };
+        Some(Job {
+            id: id.to_string(),
+            queue: queue.to_string(),
+            state: f
+                .get("state")
+                .and_then(|s| JobState::parse(s))
+                .unwrap_or(JobState::Pending),
+            attempts: num(&f, "attempts").unwrap_or(0) as u32,
+            max_attempts: num(&f, "max_attempts").unwrap_or(1) as u32,
+            timeout_ms: num(&f, "timeout_ms").unwrap_or(0),
+            created_ms: num(&f, "created_ms").unwrap_or(0),
+            run_at_ms: num(&f, "run_at_ms"),
+            started_ms: num(&f, "started_ms"),
+            finished_ms: num(&f, "finished_ms"),
+            recoveries: num(&f, "recoveries").unwrap_or(0) as u32,
+            task: f.remove("task").unwrap_or_default(),
+            payload: json(f.remove("payload")).unwrap_or(serde_json::Value::Null),
+            worker: f.remove("worker").filter(|w| !w.is_empty()),
+            result: json(f.remove("result")),
+            error: f.remove("error"),
+        })
+    }
+}
+
+/// Checks a queue name: it becomes part of every key, inside the `{}` hash
+/// tag, so braces, whitespace and glob characters are refused.
+pub fn validate_queue_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidQueueName(name.to_string()))
+    }
+}

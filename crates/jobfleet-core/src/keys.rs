@@ -1,0 +1,92 @@
+//! The whole Redis key schema: every key jobfleet reads or writes is named here.
+//!
+//! Every per-queue key carries the queue name as a hash tag (`{queue}`), so
+//! all keys of one queue live in one Redis Cluster slot and every Lua script
+//! touches a single slot. Key names are a wire format (see `docs/PROTOCOL.md`):
+//! changing one is a migration.
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "jobfleet";
+
+/// The keys of one queue, built once per queue handle.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    /// LIST of ids ready to run; producers push left, workers claim right.
+    pub pending: String,
+    /// ZSET id -> run-at (Redis ms): delayed jobs and retry backoff.
+    pub scheduled: String,
+    /// ZSET id -> when it died (Redis ms); capped by count and age.
+    pub dead: String,
+    /// ZSET worker id -> last heartbeat (Redis ms) of workers serving this queue.
+    pub workers: String,
+    /// HASH of counters: submitted, completed, failed, retried, dead, cancelled, recovered.
+    pub stats: String,
+    /// Pub/sub channel: "work is pending" (payload: how many).
+    pub notify: String,
+    /// Pub/sub channel: one JSON event per state change.
+    pub events: String,
+    /// Pub/sub channel: control messages to workers (`cancel <id>`).
+    pub control: String,
+    /// Prefix of the per-job HASH keys: `<job_prefix><id>`.
+    pub job_prefix: String,
+    /// Prefix of the per-worker processing LISTs: `<processing_prefix><worker>`.
+    pub processing_prefix: String,
+}
+
+impl QueueKeys {
+    /// Builds every key of `queue` under `prefix`. The queue name must have
+    /// been validated (see [`crate::validate_queue_name`]).
+    pub fn new(prefix: &str, queue: &str) -> QueueKeys {
+        let base = format!("{prefix}:{{{queue}}}");
+        QueueKeys {
+            pending: format!("{base}:pending"),
+            scheduled: format!("{base}:scheduled"),
+            dead: format!("{base}:dead"),
+            workers: format!("{base}:workers"),
+            stats: format!("{base}:stats"),
+            notify: format!("{base}:notify"),
+            events: format!("{base}:events"),
+            control: format!("{base}:control"),
+            job_prefix: format!("{base}:job:"),
+            processing_prefix: format!("{base}:processing:"),
+        }
+    }
+
+    /// HASH holding one job (see [`crate::job`] for its fields).
+    pub fn job(&self, id: &str) -> String {
+        format!("{}{id}", self.job_prefix)
+    }
+
+    /// LIST of the ids one worker holds now.
+    pub fn processing(&self, worker: &str) -> String {
+        format!("{}{worker}", self.processing_prefix)
+    }
+}
+
+/// Keys shared by all queues under one prefix. These never appear in the same
+/// script as a queue's keys, so they may live in other Cluster slots.
+#[derive(Debug, Clone)]
+pub struct GlobalKeys {
+    /// SET of known queue names (for stats and the dashboard).
+    pub queues: String,
+    /// ZSET worker id -> last heartbeat (Redis ms), across all queues.
+    pub workers: String,
+    /// Prefix of per-worker info HASHes (host, pid, queues, concurrency, ...).
+    pub worker_prefix: String,
+}
+
+impl GlobalKeys {
+    /// Builds the global keys under `prefix`.
+    pub fn new(prefix: &str) -> GlobalKeys {
+        GlobalKeys {
+            queues: format!("{prefix}:queues"),
+            workers: format!("{prefix}:{{workers}}"),
+            worker_prefix: format!("{prefix}:{{workers}}:"),
+        }
+    }
+
+    /// HASH describing one worker process; expires when it stops beating.
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}{id}", self.worker_prefix)
+    }
+}

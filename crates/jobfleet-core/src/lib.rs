@@ -1,0 +1,53 @@
+//! jobfleet-core: the contract between producers and workers.
+//!
+//! # Layout
+//!
+//! - [`keys`]: the whole Redis key schema, every per-queue key under one
+//!   `{queue}` hash tag.
+//! - `scripts/*.lua`: one Lua script per state transition (submit, claim,
+//!   ack, fail, heartbeat, recover, promote, cancel, requeue, dead retry and
+//!   purge, stats), each opening with its KEYS/ARGV/returns header.
+//! - [`job`]: the job model ([`JobSpec`] to submit, [`ClaimedJob`] for a
+//!   worker, [`Job`] as read back, [`JobState`]).
+//! - [`event`]: the JSON events published on each queue's events channel.
+//! - [`Client`]: the connection, queue handles, waiting, events, stats.
+//! - [`Queue`]: one queue's transitions, each a single script call.
+//!
+//! Only this crate knows key names and Lua; everything else calls the typed
+//! API below.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> jobfleet_core::Result<()> {
+//! use jobfleet_core::{Client, JobSpec};
+//! let client = Client::connect("redis://127.0.0.1:6379").await?;
+//! let queue = client.queue("default")?;
+//! let job = queue.submit(JobSpec::new("echo", &serde_json::json!({"hi": 1}))).await?;
+//! let report = client
+//!     .wait(&[("default".into(), job.id.clone())], None, |_| {})
+//!     .await?;
+//! println!("{:?}", report.finished);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod client;
+pub mod error;
+pub mod event;
+pub mod job;
+pub mod keys;
+pub mod queue;
+mod scripts;
+
+pub use client::{
+    Client, ConnectOptions, Feed, Finished, FleetStats, Policy, Subscription, WaitReport, WorkerInfo,
+};
+pub use error::{Error, Result};
+pub use event::{Event, EventKind};
+pub use job::{
+    ClaimedJob, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Job, JobSpec, JobState, new_job_id, validate_job_id,
+    validate_queue_name,
+};
+pub use keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
+pub use queue::{CancelOutcome, FailKind, FailOutcome, Queue, QueueStats, Recovered, Submitted};

@@ -1,0 +1,40 @@
+-- submit.lua: create jobs and make them runnable (one call for a whole batch).
+--
+-- KEYS[1]   pending LIST
+-- KEYS[2]   scheduled ZSET
+-- KEYS[3]   stats HASH
+-- KEYS[3+i] job HASH of the i-th job
+-- ARGV[1]   notify channel
+-- ARGV[2+(i-1)*6 .. 7+(i-1)*6]  for the i-th job:
+--           id, task, payload (JSON text), max_attempts, timeout_ms, delay_ms
+--
+-- A job whose HASH already exists (same id: an idempotency key used twice)
+-- is left alone. Returns one integer per job: 1 created, 0 already existed.
+
+local now = now_ms()
+local created = {}
+local submitted, ready = 0, 0
+for i = 1, #KEYS - 3 do
+  local key = KEYS[3 + i]
+  local a = 2 + (i - 1) * 6
+  if redis.call('EXISTS', key) == 1 then
+    created[i] = 0
+  else
+    local id, delay = ARGV[a], tonumber(ARGV[a + 5])
+    if delay > 0 then
+      redis.call('HSET', key, 'task', ARGV[a + 1], 'payload', ARGV[a + 2], 'state', 'scheduled',
+        'max_attempts', ARGV[a + 3], 'timeout_ms', ARGV[a + 4], 'created_ms', now, 'run_at_ms', now + delay)
+      redis.call('ZADD', KEYS[2], now + delay, id)
+    else
+      redis.call('HSET', key, 'task', ARGV[a + 1], 'payload', ARGV[a + 2], 'state', 'pending',
+        'max_attempts', ARGV[a + 3], 'timeout_ms', ARGV[a + 4], 'created_ms', now)
+      redis.call('LPUSH', KEYS[1], id)
+      ready = ready + 1
+    end
+    submitted = submitted + 1
+    created[i] = 1
+  end
+end
+if submitted > 0 then redis.call('HINCRBY', KEYS[3], 'submitted', submitted) end
+if ready > 0 then redis.call('PUBLISH', ARGV[1], ready) end
+return created

@@ -1,0 +1,515 @@
+//! Every Lua transition and every refusal, against a real redis-server that
+//! each test starts for itself.
+
+use std::time::Duration;
+
+use jobfleet_core::{
+    CancelOutcome, Client, ConnectOptions, Error, EventKind, FailKind, FailOutcome, Feed, JobSpec, JobState,
+    Policy,
+};
+use jobfleet_testkit::RedisServer;
+use serde_json::json;
+
+async fn client_with(server: &RedisServer, policy: Policy) -> Client {
+    let options = ConnectOptions {
+        policy,
+        ..ConnectOptions::default()
+    };
+    Client::connect_with(&server.url(), options)
+        .await
+        .expect("connect")
+}
+
+/// A policy whose retries are due at once, so tests need not wait.
+fn instant_retries() -> Policy {
+    Policy {
+        backoff_base: Duration::ZERO,
+        backoff_jitter: 0.0,
+        ..Policy::default()
+    }
+}
+
+async fn setup() -> (RedisServer, Client) {
+    let server = RedisServer::start();
+    let client = client_with(&server, instant_retries()).await;
+    (server, client)
+}
+
+fn echo(n: i64) -> JobSpec {
+    JobSpec::new("echo", &json!({ "n": n }))
+}
+
+#[tokio::test]
+async fn submit_claim_ack_runs_fifo_and_records_the_result() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let ids: Vec<String> = q
+        .submit_batch(&[echo(1), echo(2), echo(3)])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    q.heartbeat("w1", true).await.unwrap();
+
+    let claimed = q.claim("w1", 2).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        vec![&ids[0], &ids[1]]
+    );
+    assert_eq!(claimed[0].task, "echo");
+    assert_eq!(claimed[0].payload, r#"{"n":1}"#);
+    assert_eq!(claimed[0].attempt, 1);
+    assert_eq!(q.status(&ids[0]).await.unwrap().unwrap().state, JobState::Active);
+
+    let applied = q
+        .ack("w1", &[(ids[0].clone(), r#"{"ok":true}"#.into())])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![true]);
+    let job = q.status(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.result, Some(json!({"ok": true})));
+    assert_eq!(job.worker.as_deref(), Some("w1"));
+
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        (stats.pending, stats.active, stats.completed, stats.submitted),
+        (1, 1, 1, 3)
+    );
+}
+
+#[tokio::test]
+async fn a_second_ack_of_the_same_job_is_refused() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let id = q.submit(echo(1)).await.unwrap().id;
+    q.heartbeat("w1", true).await.unwrap();
+    q.claim("w1", 1).await.unwrap();
+    assert_eq!(
+        q.ack("w1", &[(id.clone(), "1".into())]).await.unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        q.ack("w1", &[(id.clone(), "2".into())]).await.unwrap(),
+        vec![false]
+    );
+    assert_eq!(q.status(&id).await.unwrap().unwrap().result, Some(json!(1)));
+    assert_eq!(q.stats().await.unwrap().completed, 1);
+}
+
+#[tokio::test]
+async fn a_stale_worker_cannot_ack_or_fail_a_recovered_job() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let id = q.submit(echo(1)).await.unwrap().id;
+    q.heartbeat("stale", true).await.unwrap();
+    q.claim("stale", 1).await.unwrap();
+
+    // A zero dead-after window declares every worker dead.
+    let recovered = q.recover(Duration::ZERO).await.unwrap();
+    assert_eq!((recovered.workers, recovered.requeued), (1, 1));
+    assert_eq!(q.status(&id).await.unwrap().unwrap().state, JobState::Pending);
+
+    q.heartbeat("fresh", true).await.unwrap();
+    assert_eq!(q.claim("fresh", 1).await.unwrap()[0].id, id);
+    assert_eq!(
+        q.ack("stale", &[(id.clone(), "0".into())]).await.unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        q.fail("stale", &id, "late", FailKind::Permanent).await.unwrap(),
+        FailOutcome::Stale
+    );
+    assert_eq!(
+        q.ack("fresh", &[(id.clone(), "1".into())]).await.unwrap(),
+        vec![true]
+    );
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.result, job.recoveries),
+        (JobState::Completed, Some(json!(1)), 1)
+    );
+
+    // The stale worker learns it was recovered instead of silently carrying on.
+    assert_eq!(q.heartbeat("stale", false).await.unwrap(), None);
+    assert!(matches!(
+        q.claim("stale", 1).await,
+        Err(Error::WorkerRecovered(_))
+    ));
+}
+
+#[tokio::test]
+async fn failures_retry_until_attempts_run_out_then_the_job_is_dead() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let id = q.submit(echo(1).max_attempts(2)).await.unwrap().id;
+    q.heartbeat("w", true).await.unwrap();
+
+    q.claim("w", 1).await.unwrap();
+    let outcome = q.fail("w", &id, "boom 1", FailKind::Retry).await.unwrap();
+    assert!(matches!(outcome, FailOutcome::Scheduled { .. }));
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.error.as_deref()),
+        (JobState::Scheduled, Some("boom 1"))
+    );
+
+    assert_eq!(q.promote_due(100).await.unwrap(), 1);
+    let claimed = q.claim("w", 1).await.unwrap();
+    assert_eq!(claimed[0].attempt, 2);
+    assert_eq!(
+        q.fail("w", &id, "boom 2", FailKind::Retry).await.unwrap(),
+        FailOutcome::Dead
+    );
+
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 2));
+    assert_eq!(job.error.as_deref(), Some("boom 2"));
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.failed, stats.retried, stats.dead), (2, 1, 1));
+}
+
+#[tokio::test]
+async fn backoff_is_exponential_with_bounded_jitter_on_redis_time() {
+    let server = RedisServer::start();
+    let policy = Policy {
+        backoff_base: Duration::from_secs(10),
+        backoff_jitter: 0.25,
+        ..Policy::default()
+    };
+    let client = client_with(&server, policy).await;
+    let q = client.queue("default").unwrap();
+    let id = q.submit(echo(1).max_attempts(5)).await.unwrap().id;
+    q.heartbeat("w", true).await.unwrap();
+    q.claim("w", 1).await.unwrap();
+    let started = q.status(&id).await.unwrap().unwrap().started_ms.unwrap();
+    let FailOutcome::Scheduled { run_at_ms } = q.fail("w", &id, "x", FailKind::Retry).await.unwrap() else {
+        panic!("expected a retry");
+    };
+    let delay = run_at_ms - started;
+    assert!((10_000..=12_600).contains(&delay), "first backoff {delay} ms");
+    // Not due yet: promote moves nothing.
+    assert_eq!(q.promote_due(100).await.unwrap(), 0);
+    assert_eq!(q.status(&id).await.unwrap().unwrap().run_at_ms, Some(run_at_ms));
+}
+
+#[tokio::test]
+async fn a_permanent_error_buries_at_once_and_dead_jobs_can_be_retried_and_purged() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let a = q.submit(echo(1).max_attempts(5)).await.unwrap().id;
+    let b = q.submit(echo(2)).await.unwrap().id;
+    q.heartbeat("w", true).await.unwrap();
+    q.claim("w", 2).await.unwrap();
+    assert_eq!(
+        q.fail("w", &a, "corrupt", FailKind::Permanent).await.unwrap(),
+        FailOutcome::Dead
+    );
+    assert_eq!(
+        q.fail("w", &b, "corrupt", FailKind::Permanent).await.unwrap(),
+        FailOutcome::Dead
+    );
+    let dead = q.dead_list(10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].error.as_deref(), Some("corrupt"));
+
+    assert_eq!(q.dead_retry(std::slice::from_ref(&a)).await.unwrap(), 1);
+    let job = q.status(&a).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
+    assert_eq!(q.claim("w", 5).await.unwrap().len(), 1);
+
+    assert_eq!(q.dead_purge(&[]).await.unwrap(), 1);
+    assert_eq!(q.status(&b).await.unwrap(), None);
+    assert_eq!(q.stats().await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn the_dead_set_is_capped_and_finished_records_expire() {
+    let server = RedisServer::start();
+    let policy = Policy {
+        dead_max_count: 2,
+        ..instant_retries()
+    };
+    let client = client_with(&server, policy).await;
+    let q = client.queue("default").unwrap();
+    let ids: Vec<String> = q
+        .submit_batch(&[echo(1), echo(2), echo(3), echo(4)])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    q.heartbeat("w", true).await.unwrap();
+    q.claim("w", 4).await.unwrap();
+    for id in &ids[..3] {
+        q.fail("w", id, "bad", FailKind::Permanent).await.unwrap();
+    }
+    q.ack("w", &[(ids[3].clone(), "null".into())]).await.unwrap();
+
+    assert_eq!(q.stats().await.unwrap().dead, 2);
+    assert_eq!(
+        q.status(&ids[0]).await.unwrap(),
+        None,
+        "the oldest dead record is dropped"
+    );
+    let ttl = |id: &str| server.cmd(&format!("TTL {}", q.keys().job(id)));
+    let dead_ttl: i64 = ttl(&ids[2]).trim_start_matches(':').trim().parse().unwrap();
+    let done_ttl: i64 = ttl(&ids[3]).trim_start_matches(':').trim().parse().unwrap();
+    assert!(dead_ttl > 6 * 24 * 3600, "dead ttl {dead_ttl}");
+    assert!((3000..=3600).contains(&done_ttl), "completed ttl {done_ttl}");
+}
+
+#[tokio::test]
+async fn cancel_removes_waiting_jobs_and_asks_the_worker_to_stop_a_running_one() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let pending = q.submit(echo(1)).await.unwrap().id;
+    let delayed = q
+        .submit(echo(2).delay(Duration::from_secs(3600)))
+        .await
+        .unwrap()
+        .id;
+    let running = q.submit(echo(3)).await.unwrap().id;
+
+    assert_eq!(q.cancel(&pending).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(q.cancel(&delayed).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(q.stats().await.unwrap().scheduled, 0);
+
+    q.heartbeat("w", true).await.unwrap();
+    let claimed = q.claim("w", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1, "cancelled jobs are never claimed");
+    assert_eq!(claimed[0].id, running);
+
+    let mut control = client
+        .subscribe(vec![q.keys().control.clone()], vec![])
+        .await
+        .unwrap();
+    assert_eq!(q.cancel(&running).await.unwrap(), CancelOutcome::Cancelling);
+    let Some(Feed::Message { payload, .. }) = control.next().await else {
+        panic!("no control message")
+    };
+    assert_eq!(payload, format!("cancel {running}"));
+    // However the worker ends the attempt, a requested cancel wins.
+    assert_eq!(
+        q.fail("w", &running, "stopped", FailKind::Retry).await.unwrap(),
+        FailOutcome::Cancelled
+    );
+    assert_eq!(
+        q.status(&running).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    assert_eq!(
+        q.cancel(&running).await.unwrap(),
+        CancelOutcome::AlreadyFinal(JobState::Cancelled)
+    );
+    assert_eq!(q.cancel("no-such-job").await.unwrap(), CancelOutcome::NotFound);
+    assert_eq!(q.stats().await.unwrap().cancelled, 3);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_creates_the_job_once() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let first = q.submit(echo(1).id("order-42")).await.unwrap();
+    let second = q.submit(echo(2).id("order-42")).await.unwrap();
+    assert_eq!((first.id.as_str(), first.created), ("order-42", true));
+    assert_eq!((second.id.as_str(), second.created), ("order-42", false));
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.submitted), (1, 1));
+    assert_eq!(
+        q.status("order-42").await.unwrap().unwrap().payload,
+        json!({"n": 1})
+    );
+}
+
+#[tokio::test]
+async fn delayed_jobs_wait_in_scheduled_until_due() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let later = q
+        .submit(echo(1).delay(Duration::from_secs(3600)))
+        .await
+        .unwrap()
+        .id;
+    let now = q
+        .submit(echo(2).delay(Duration::from_millis(1)))
+        .await
+        .unwrap()
+        .id;
+    let job = q.status(&later).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Scheduled);
+    assert!(job.run_at_ms.unwrap() >= job.created_ms + 3_600_000);
+
+    // The 1 ms delay is due once Redis' clock has moved past it.
+    let mut moved = 0;
+    while moved == 0 {
+        moved = q.promote_due(100).await.unwrap();
+    }
+    assert_eq!(moved, 1);
+    assert_eq!(q.status(&now).await.unwrap().unwrap().state, JobState::Pending);
+    assert_eq!(
+        q.status(&later).await.unwrap().unwrap().state,
+        JobState::Scheduled
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_killing_its_worker_is_buried_at_the_poison_cap() {
+    let server = RedisServer::start();
+    let policy = Policy {
+        poison_cap: 2,
+        ..instant_retries()
+    };
+    let client = client_with(&server, policy).await;
+    let q = client.queue("default").unwrap();
+    let id = q.submit(echo(1).max_attempts(10)).await.unwrap().id;
+    for worker in ["w1", "w2"] {
+        q.heartbeat(worker, true).await.unwrap();
+        assert_eq!(q.claim(worker, 1).await.unwrap().len(), 1);
+        q.recover(Duration::ZERO).await.unwrap();
+    }
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.recoveries), (JobState::Dead, 2));
+    assert!(job.error.unwrap().contains("poison-pill cap 2"));
+}
+
+#[tokio::test]
+async fn recover_leaves_live_workers_alone() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    q.submit(echo(1)).await.unwrap();
+    q.heartbeat("alive", true).await.unwrap();
+    q.claim("alive", 1).await.unwrap();
+    let r = q.recover(Duration::from_secs(60)).await.unwrap();
+    assert_eq!((r.workers, r.requeued), (0, 0));
+    assert_eq!(q.stats().await.unwrap().active, 1);
+}
+
+#[tokio::test]
+async fn requeue_hands_back_unfinished_work_without_counting_the_attempt() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    q.submit_batch(&[echo(1), echo(2)]).await.unwrap();
+    q.heartbeat("w", true).await.unwrap();
+    let claimed = q.claim("w", 2).await.unwrap();
+    assert_eq!(q.requeue("w", true).await.unwrap(), 2);
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.active, stats.workers), (2, 0, 0));
+    let job = q.status(&claimed[0].id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
+}
+
+#[tokio::test]
+async fn a_hand_written_job_with_missing_fields_is_claimed_with_blanks() {
+    let (server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    server.cmd(&format!("HSET {} state pending", q.keys().job("manual")));
+    server.cmd(&format!("LPUSH {} manual", q.keys().pending));
+    server.cmd(&format!("LPUSH {} ghost", q.keys().pending));
+    q.heartbeat("w", true).await.unwrap();
+    let claimed = q.claim("w", 5).await.unwrap();
+    assert_eq!(claimed.len(), 1, "an id without a record is dropped");
+    assert_eq!((claimed[0].task.as_str(), claimed[0].payload.as_str()), ("", ""));
+    assert_eq!(q.stats().await.unwrap().active, 1);
+}
+
+#[tokio::test]
+async fn wait_sees_jobs_finish_before_and_after_it_starts() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let early = q.submit(echo(1)).await.unwrap().id;
+    let late = q.submit(echo(2)).await.unwrap().id;
+    q.heartbeat("w", true).await.unwrap();
+    q.claim("w", 2).await.unwrap();
+    q.ack("w", &[(early.clone(), "1".into())]).await.unwrap();
+
+    let jobs = vec![
+        ("default".to_string(), early.clone()),
+        ("default".to_string(), late.clone()),
+        ("default".to_string(), "never-submitted".to_string()),
+    ];
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move { client.wait(&jobs, Some(Duration::from_secs(20)), |_| {}).await })
+    };
+    // The waiter subscribes, then reads states; the late job completes after.
+    let mut events = client.events(&["default".to_string()]).await.unwrap();
+    tokio::task::yield_now().await;
+    q.fail("w", &late, "bad input", FailKind::Permanent)
+        .await
+        .unwrap();
+    let report = waiter.await.unwrap().unwrap();
+    assert_eq!(report.missing, vec!["never-submitted".to_string()]);
+    assert!(report.unfinished.is_empty());
+    let mut states: Vec<_> = report.finished.iter().map(|f| (f.id.clone(), f.state)).collect();
+    states.sort();
+    let mut expected = vec![(early, JobState::Completed), (late.clone(), JobState::Dead)];
+    expected.sort();
+    assert_eq!(states, expected);
+
+    let event = loop {
+        if let Some(Some(event)) = events.next_event().await {
+            break event;
+        }
+    };
+    assert_eq!(
+        (event.id, event.state, event.error.as_deref()),
+        (late, EventKind::Dead, Some("bad input"))
+    );
+}
+
+#[tokio::test]
+async fn wait_times_out_on_jobs_that_do_not_finish() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let id = q.submit(echo(1)).await.unwrap().id;
+    let report = client
+        .wait(
+            &[("default".into(), id.clone())],
+            Some(Duration::from_millis(200)),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.unfinished, vec![id]);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_anything_is_written() {
+    let (_server, client) = setup().await;
+    assert!(matches!(
+        client.queue("bad{name}"),
+        Err(Error::InvalidQueueName(_))
+    ));
+    assert!(matches!(client.queue(""), Err(Error::InvalidQueueName(_))));
+    let q = client.queue("default").unwrap();
+    let bad_json = JobSpec::with_json_text("echo", "{not json".into());
+    assert!(matches!(q.submit(bad_json).await, Err(Error::InvalidPayload(_))));
+    let huge = JobSpec::with_json_text("echo", format!("\"{}\"", "x".repeat(2 * 1024 * 1024)));
+    let err = q.submit(huge).await.unwrap_err();
+    assert!(err.to_string().contains("over the 1048576 byte limit"), "{err}");
+    assert!(matches!(
+        q.submit(echo(1).id("has space")).await,
+        Err(Error::InvalidJobId(_))
+    ));
+    // A batch with one bad job submits none.
+    let batch = [echo(1), JobSpec::with_json_text("echo", "nope".into())];
+    assert!(q.submit_batch(&batch).await.is_err());
+    assert_eq!(q.stats().await.unwrap().submitted, 0);
+}
+
+#[tokio::test]
+async fn stats_and_find_job_span_every_known_queue() {
+    let (_server, client) = setup().await;
+    let id = client.queue("emails").unwrap().submit(echo(1)).await.unwrap().id;
+    client.queue("images").unwrap().submit(echo(2)).await.unwrap();
+    assert_eq!(client.queue_names().await.unwrap(), vec!["emails", "images"]);
+    assert_eq!(client.find_job(&id, None).await.unwrap().queue, "emails");
+    assert!(matches!(
+        client.find_job("nope", None).await,
+        Err(Error::JobNotFound(_))
+    ));
+    let stats = client.stats(&[]).await.unwrap();
+    assert_eq!(stats.queues.iter().map(|q| q.pending).sum::<u64>(), 2);
+}

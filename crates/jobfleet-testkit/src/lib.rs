@@ -1,0 +1,191 @@
+//! Test helpers shared by every jobfleet test suite.
+//!
+//! [`RedisServer`] starts a private `redis-server` on a free loopback port, in
+//! its own temporary directory, and kills it on drop. Tests never share a
+//! database and never need the machine's own Redis. When `redis-server` is not
+//! installed the helper panics with a message that says how to install it: a
+//! missing server is a failure, never a skip.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How a test wants its server configured.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// Turn on the append-only file with `appendfsync always`, so a restart
+    /// keeps every acknowledged write (used by the restart tests).
+    pub aof: bool,
+}
+
+/// A private `redis-server` process; killed (and its files removed) on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    options: RedisOptions,
+}
+
+impl RedisServer {
+    /// Starts a server with persistence off.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(RedisOptions::default())
+    }
+
+    /// Starts a server with the given options, retrying on a fresh port if the
+    /// chosen one was taken between picking it and binding it.
+    pub fn start_with(options: RedisOptions) -> RedisServer {
+        let dir = tempfile::tempdir().expect("create a temporary directory for redis-server");
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn(port, dir.path(), &options) {
+                Ok(child) => {
+                    return RedisServer {
+                        child: Some(child),
+                        port,
+                        dir,
+                        options,
+                    };
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A `redis://` URL for this server.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's working directory (where the AOF lives).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (after
+    /// [`RedisServer::kill`]); with AOF on, it reloads what it had.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match spawn(self.port, self.dir.path(), &self.options) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) if Instant::now() > deadline => panic!("could not restart redis-server: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Sends one command in the inline protocol and returns the raw reply;
+    /// enough for test set-up without pulling a client into this crate.
+    pub fn cmd(&self, line: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let mut buf = [0u8; 65536];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The path of `redis-server`, or a panic that says how to get it.
+pub fn redis_server_binary() -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let candidate = Path::new(dir).join("redis-server");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("redis-server");
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "redis-server is not installed; install it (Debian: apt-get install redis-server) \
+         or run scripts/test.sh, which installs it"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String> {
+    let mut command = Command::new(redis_server_binary());
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--maxmemory-policy", "noeviction", "--protected-mode", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if options.aof {
+        command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        command.args(["--appendonly", "no"]);
+    }
+    let mut child = command.spawn().map_err(|e| format!("spawn redis-server: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut reply = [0u8; 64];
+            if stream.write_all(b"PING\r\n").is_ok()
+                && stream
+                    .read(&mut reply)
+                    .map(|n| reply[..n].starts_with(b"+PONG"))
+                    .unwrap_or(false)
+            {
+                return Ok(child);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "redis-server exited at start-up with {status} (port {port} taken?)"
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!(
+                "redis-server did not answer PING on port {port} within 10s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
