@@ -400,7 +400,8 @@ impl Client {
         let mut report = WaitReport::default();
         let mut remaining: HashMap<String, String> =
             jobs.iter().map(|(q, id)| (id.clone(), q.clone())).collect();
-        self.settle(&mut remaining, &mut report, &mut on_final).await?;
+        self.settle_retrying(&mut remaining, &mut report, &mut on_final, deadline)
+            .await?;
         while !remaining.is_empty() {
             let next = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, events.next_event()).await {
@@ -411,7 +412,10 @@ impl Client {
             };
             match next {
                 None => return Err(Error::Protocol("event subscription ended".into())),
-                Some(None) => self.settle(&mut remaining, &mut report, &mut on_final).await?,
+                Some(None) => {
+                    self.settle_retrying(&mut remaining, &mut report, &mut on_final, deadline)
+                        .await?
+                }
                 Some(Some(event)) if event.state.is_final() => {
                     if remaining.remove(&event.id).is_some() {
                         let finished = Finished {
@@ -434,6 +438,29 @@ impl Client {
         }
         report.unfinished = remaining.into_keys().collect();
         Ok(report)
+    }
+
+    /// [`Client::settle`], retried while Redis is unreachable (it may be
+    /// restarting) until the deadline, or for a minute without one.
+    async fn settle_retrying(
+        &self,
+        remaining: &mut HashMap<String, String>,
+        report: &mut WaitReport,
+        on_final: &mut impl FnMut(&Finished),
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        let give_up = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.settle(remaining, report, on_final).await {
+                Err(Error::Redis(e)) if Instant::now() + backoff < give_up => {
+                    tracing::debug!(error = %e, "reading job states failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Reads the state of every remaining job; moves final ones to the report.

@@ -1,0 +1,114 @@
+//! The acker: writes job outcomes back to Redis. Completions that arrive
+//! together are written in one ack script call per queue, so acks of many
+//! concurrent jobs cost one round trip. A write that fails (Redis away) is
+//! retried with backoff; nothing is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jobfleet_core::{ClaimedJob, FailOutcome};
+use tokio::sync::mpsc;
+
+use crate::outage::Outage;
+use crate::runner::Outcome;
+use crate::worker::Shared;
+
+/// Outcomes written per round.
+const MAX_BATCH: usize = 1024;
+
+/// One finished attempt, waiting to be written.
+#[derive(Debug)]
+pub(crate) struct Done {
+    /// The worker id the job was claimed under (the fence checks it).
+    pub(crate) worker: String,
+    pub(crate) job: ClaimedJob,
+    pub(crate) outcome: Outcome,
+}
+
+/// Writes outcomes until every sender is gone and all are written.
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
+    let mut outage = Outage::new("ack");
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        while !batch.is_empty() {
+            match write(&shared, &mut batch).await {
+                Ok(()) => outage.ok(),
+                Err(e) => tokio::time::sleep(outage.failed(&e)).await,
+            }
+        }
+    }
+}
+
+/// Writes the batch, removing what was written; on error the unwritten rest
+/// stays in `batch`.
+async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<()> {
+    // Completions, grouped by (queue, worker), one script call per group.
+    let mut groups: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (i, done) in batch.iter().enumerate() {
+        if matches!(done.outcome, Outcome::Completed(_)) {
+            groups
+                .entry((done.job.queue.clone(), done.worker.clone()))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut written = vec![false; batch.len()];
+    let result = async {
+        for ((queue, worker), indices) in &groups {
+            let q = queue_handle(shared, queue)?;
+            let results: Vec<(String, String)> = indices
+                .iter()
+                .map(|&i| match &batch[i].outcome {
+                    Outcome::Completed(result) => (batch[i].job.id.clone(), result.clone()),
+                    Outcome::Failed(..) => unreachable!("only completions are grouped"),
+                })
+                .collect();
+            let applied = q.ack(worker, &results).await?;
+            for (&i, applied) in indices.iter().zip(applied) {
+                written[i] = true;
+                if !applied {
+                    refused(&batch[i]);
+                }
+            }
+        }
+        for (i, done) in batch.iter().enumerate() {
+            let Outcome::Failed(kind, message) = &done.outcome else { continue };
+            let q = queue_handle(shared, &done.job.queue)?;
+            let outcome = q.fail(&done.worker, &done.job.id, message, *kind).await?;
+            written[i] = true;
+            let (id, task, attempt) = (&done.job.id, &done.job.task, done.job.attempt);
+            match outcome {
+                FailOutcome::Scheduled { .. } => {
+                    tracing::info!(job = %id, task = %task, attempt, error = %message, "job failed; retry scheduled")
+                }
+                FailOutcome::Dead => {
+                    tracing::warn!(job = %id, task = %task, attempt, error = %message, "job is dead")
+                }
+                FailOutcome::Cancelled => tracing::info!(job = %id, task = %task, "job cancelled"),
+                FailOutcome::Stale => refused(done),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let mut keep = written.into_iter();
+    batch.retain(|_| !keep.next().expect("one flag per outcome"));
+    result
+}
+
+fn queue_handle<'a>(shared: &'a Shared, name: &str) -> jobfleet_core::Result<&'a jobfleet_core::Queue> {
+    shared
+        .queues
+        .iter()
+        .find(|q| q.name() == name)
+        .ok_or_else(|| jobfleet_core::Error::Protocol(format!("claimed from unknown queue {name}")))
+}
+
+fn refused(done: &Done) {
+    tracing::warn!(
+        job = %done.job.id,
+        worker = %done.worker,
+        "outcome refused: this worker no longer holds the job (it was declared dead and the job \
+         was handed to another worker), so the result is discarded"
+    );
+}

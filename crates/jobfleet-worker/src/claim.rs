@@ -1,0 +1,115 @@
+//! The claim loop: take free slots first, then claim that many jobs (one
+//! script call per queue, highest priority first), start each on its slot,
+//! and sleep until notified (or the fallback poll) when there is no work.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use jobfleet_core::{ClaimedJob, Error};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::acker::Done;
+use crate::outage::Outage;
+use crate::runner;
+use crate::worker::Shared;
+
+/// The most jobs one claim call asks for.
+const MAX_CLAIM_BATCH: usize = 256;
+
+/// Claims and starts jobs until `shutdown` resolves.
+pub(crate) async fn run(
+    shared: &Arc<Shared>,
+    jobs: &mut JoinSet<()>,
+    done: mpsc::UnboundedSender<Done>,
+    hand_back: CancellationToken,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(shared.config.concurrency));
+    let mut outage = Outage::new("claim");
+    loop {
+        // A slot before a claim: never hold a job that cannot start.
+        let first = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            Some(_) = jobs.join_next(), if !jobs.is_empty() => continue,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_CLAIM_BATCH {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        match claim(shared, permits.len()).await {
+            Ok((worker, claimed)) if !claimed.is_empty() => {
+                outage.ok();
+                for (job, permit) in claimed.into_iter().zip(permits) {
+                    let cancel = tokio_util::sync::CancellationToken::new();
+                    shared
+                        .running
+                        .lock()
+                        .expect("poisoned")
+                        .insert(job.id.clone(), cancel.clone());
+                    shared.active.fetch_add(1, Ordering::Relaxed);
+                    let (shared, done, hand_back, worker) =
+                        (shared.clone(), done.clone(), hand_back.clone(), worker.clone());
+                    jobs.spawn(async move {
+                        let outcome = runner::run(&shared.registry, &job, cancel, hand_back).await;
+                        shared.running.lock().expect("poisoned").remove(&job.id);
+                        shared.active.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(outcome) = outcome {
+                            shared.processed.fetch_add(1, Ordering::Relaxed);
+                            let _ = done.send(Done { worker, job, outcome });
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+            Ok(_) => {
+                outage.ok();
+                drop(permits);
+                // Idle: wait for a notification or the fallback poll, reaping
+                // finished jobs meanwhile without claiming again.
+                let poll = tokio::time::sleep(shared.config.poll_interval);
+                tokio::pin!(poll);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => return,
+                        _ = shared.wake.notified() => break,
+                        _ = &mut poll => break,
+                        Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+                    }
+                }
+            }
+            Err(Error::WorkerRecovered(stale)) => shared.reregister(&stale).await,
+            Err(e) => {
+                drop(permits);
+                let wait = outage.failed(&e);
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Claims up to `n` jobs across the queues in priority order; returns the
+/// worker id they were claimed under with the jobs.
+async fn claim(shared: &Shared, n: usize) -> jobfleet_core::Result<(String, Vec<ClaimedJob>)> {
+    let worker = shared.id();
+    let mut claimed = Vec::new();
+    for q in &shared.queues {
+        claimed.extend(q.claim(&worker, n - claimed.len()).await?);
+        if claimed.len() == n {
+            break;
+        }
+    }
+    Ok((worker, claimed))
+}

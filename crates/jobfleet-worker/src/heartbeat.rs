@@ -1,0 +1,45 @@
+//! The heartbeat loop: refreshes this worker's entry in each queue's workers
+//! set and its description, on a timer independent of task load. A refresh
+//! that finds the entry gone means the fleet declared this worker dead.
+
+use std::sync::Arc;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::outage::Outage;
+use crate::worker::Shared;
+
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut outage = Outage::new("heartbeat");
+    let mut tick = tokio::time::interval(shared.config.heartbeat);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match beat(&shared).await {
+            Ok(()) => outage.ok(),
+            Err(e) => {
+                outage.failed(&e);
+            }
+        }
+    }
+}
+
+async fn beat(shared: &Shared) -> jobfleet_core::Result<()> {
+    let id = shared.id();
+    let mut recovered = false;
+    for q in &shared.queues {
+        recovered |= q.heartbeat(&id, false).await?.is_none();
+    }
+    if recovered {
+        shared.reregister(&id).await;
+    }
+    shared
+        .client
+        .publish_worker_info(&shared.info(), shared.info_ttl())
+        .await?;
+    Ok(())
+}

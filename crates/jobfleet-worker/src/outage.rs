@@ -1,0 +1,44 @@
+//! Logs a Redis outage once when it starts and once when it ends, instead of
+//! once per failed call, and gives the backoff to wait before trying again.
+
+use std::time::Duration;
+
+/// One background loop's view of whether Redis is reachable.
+#[derive(Debug)]
+pub(crate) struct Outage {
+    what: &'static str,
+    down: bool,
+    backoff: Duration,
+}
+
+impl Outage {
+    pub(crate) fn new(what: &'static str) -> Outage {
+        Outage {
+            what,
+            down: false,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// Records a failure; returns how long to wait before the next try.
+    pub(crate) fn failed(&mut self, error: &jobfleet_core::Error) -> Duration {
+        if !self.down {
+            tracing::warn!(%error, "{}: redis unavailable; retrying with backoff", self.what);
+            self.down = true;
+        } else {
+            tracing::debug!(%error, "{}: still failing", self.what);
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+        wait
+    }
+
+    /// Records a success.
+    pub(crate) fn ok(&mut self) {
+        if self.down {
+            tracing::info!("{}: redis reachable again", self.what);
+            self.down = false;
+        }
+        self.backoff = Duration::from_millis(100);
+    }
+}

@@ -1,0 +1,166 @@
+//! Tasks: named handlers a worker runs, the registry that holds them, and
+//! the error a handler returns (which says whether a retry can help).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+/// What a task handler returns: a JSON result, or an error.
+pub type TaskResult = Result<serde_json::Value, TaskError>;
+
+/// A task's failure. A failing job is a value, never a failure of the
+/// worker: a retryable error is retried with backoff while attempts remain,
+/// a permanent one buries the job at once with the message on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    /// What went wrong, recorded on the job.
+    pub message: String,
+    /// Whether running the job again could succeed.
+    pub retryable: bool,
+}
+
+impl TaskError {
+    /// An error a retry may fix (a timeout, a busy service).
+    pub fn retry(message: impl Into<String>) -> TaskError {
+        TaskError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// An error no retry can fix (bad input, a corrupt file).
+    pub fn permanent(message: impl Into<String>) -> TaskError {
+        TaskError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// The job id.
+    pub id: String,
+    /// The queue it came from.
+    pub queue: String,
+    /// The task name.
+    pub task: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The attempts allowed.
+    pub max_attempts: u32,
+    /// Cancelled when the job is cancelled or times out: long-running
+    /// handlers (blocking ones especially) should check it and stop early.
+    pub cancel: CancellationToken,
+}
+
+type Handler = Arc<dyn Fn(JobContext, serde_json::Value) -> BoxFuture<'static, TaskResult> + Send + Sync>;
+
+/// The tasks a worker can run, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    tasks: HashMap<String, Handler>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("tasks", &self.names()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// A registry with the built-in tasks (`noop`, `echo`, `sleep`, `fail`).
+    pub fn with_builtins() -> Registry {
+        let mut registry = Registry::new();
+        crate::builtin::register(&mut registry);
+        registry
+    }
+
+    /// Registers an async handler. The payload is deserialized into `P`; a
+    /// payload that does not fit is a permanent error naming the task.
+    pub fn register<P, R, F, Fut>(&mut self, name: &str, handler: F) -> &mut Registry
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(JobContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, TaskError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let task = name.to_string();
+        self.tasks.insert(
+            name.to_string(),
+            Arc::new(move |ctx, payload| {
+                let handler = handler.clone();
+                let task = task.clone();
+                Box::pin(async move {
+                    let payload = parse_payload::<P>(&task, payload)?;
+                    to_json(handler(ctx, payload).await?)
+                })
+            }),
+        );
+        self
+    }
+
+    /// Registers a CPU-bound or blocking handler; it runs on tokio's blocking
+    /// thread pool, never on the async executor, so heartbeats keep ticking.
+    pub fn register_blocking<P, R, F>(&mut self, name: &str, handler: F) -> &mut Registry
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(JobContext, P) -> Result<R, TaskError> + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        let task = name.to_string();
+        self.tasks.insert(
+            name.to_string(),
+            Arc::new(move |ctx, payload| {
+                let handler = handler.clone();
+                let task = task.clone();
+                Box::pin(async move {
+                    let payload = parse_payload::<P>(&task, payload)?;
+                    match tokio::task::spawn_blocking(move || handler(ctx, payload)).await {
+                        Ok(result) => to_json(result?),
+                        Err(e) if e.is_panic() => Err(TaskError::retry(format!(
+                            "task panicked: {}",
+                            crate::runner::panic_message(e.into_panic())
+                        ))),
+                        Err(e) => Err(TaskError::retry(format!("task was stopped: {e}"))),
+                    }
+                })
+            }),
+        );
+        self
+    }
+
+    /// The registered task names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tasks.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Handler> {
+        self.tasks.get(name)
+    }
+}
+
+fn parse_payload<P: DeserializeOwned>(task: &str, payload: serde_json::Value) -> Result<P, TaskError> {
+    serde_json::from_value(payload)
+        .map_err(|e| TaskError::permanent(format!("payload does not fit task '{task}': {e}")))
+}
+
+fn to_json<R: Serialize>(result: R) -> TaskResult {
+    serde_json::to_value(result).map_err(|e| TaskError::permanent(format!("result is not JSON: {e}")))
+}

@@ -1,0 +1,302 @@
+//! The worker's shared state and [`run`], which wires the claim loop, the
+//! acker and the background loops together and shuts them down in order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use jobfleet_core::{Client, ConnectOptions, Policy, Queue, WorkerInfo};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::task::Registry;
+use crate::{acker, claim, heartbeat, listener, promote, recover};
+
+/// How a worker runs. Defaults live with the command-line flags
+/// (`jobfleet-worker --help`); [`Config::new`] gives the same ones.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Redis URL (`redis://`, `rediss://`, `user:password@` all work).
+    pub redis_url: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Queues to serve, highest priority first.
+    pub queues: Vec<String>,
+    /// Jobs run at once (slots).
+    pub concurrency: usize,
+    /// How often the worker says it is alive.
+    pub heartbeat: Duration,
+    /// A worker silent this long is declared dead and its jobs recovered.
+    pub dead_after: Duration,
+    /// How long in-flight jobs may run on after a shutdown begins.
+    pub grace: Duration,
+    /// Fallback poll when no notification arrives (a missed one costs this).
+    pub poll_interval: Duration,
+    /// How often due scheduled jobs are promoted.
+    pub promote_interval: Duration,
+    /// Folders file-reading tasks may touch.
+    pub allow_dirs: Vec<PathBuf>,
+    /// Retention, retry and size policy.
+    pub policy: Policy,
+}
+
+impl Config {
+    /// A config with the documented defaults for one Redis URL.
+    pub fn new(redis_url: impl Into<String>) -> Config {
+        Config {
+            redis_url: redis_url.into(),
+            prefix: jobfleet_core::DEFAULT_PREFIX.into(),
+            queues: vec!["default".into()],
+            concurrency: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            heartbeat: Duration::from_secs(1),
+            dead_after: Duration::from_secs(10),
+            grace: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            promote_interval: Duration::from_millis(250),
+            allow_dirs: Vec::new(),
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// Why a worker could not start (failing jobs never stop a worker).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Redis could not be reached at start-up.
+    #[error(transparent)]
+    Redis(#[from] jobfleet_core::Error),
+}
+
+/// What every part of a running worker shares.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) queues: Vec<Queue>,
+    pub(crate) config: Config,
+    pub(crate) registry: Registry,
+    /// The worker's current id; replaced when the fleet declared it dead.
+    identity: RwLock<String>,
+    reregistering: tokio::sync::Mutex<()>,
+    /// Woken by notifications: there may be work.
+    pub(crate) wake: Notify,
+    /// Running jobs by id, with the token that cancels each.
+    pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
+    pub(crate) active: AtomicU32,
+    pub(crate) processed: AtomicU64,
+    started_ms: AtomicU64,
+    host: String,
+}
+
+impl Shared {
+    pub(crate) fn id(&self) -> String {
+        self.identity.read().expect("poisoned").clone()
+    }
+
+    pub(crate) fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            id: self.id(),
+            host: self.host.clone(),
+            pid: std::process::id(),
+            queues: self.config.queues.clone(),
+            concurrency: self.config.concurrency as u32,
+            active: self.active.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+            started_ms: self.started_ms.load(Ordering::Relaxed),
+            last_heartbeat_ms: 0,
+        }
+    }
+
+    /// How long the worker's description outlives its last heartbeat.
+    pub(crate) fn info_ttl(&self) -> Duration {
+        self.config.dead_after.max(self.config.heartbeat * 3)
+    }
+
+    /// Registers the current id in every queue and publishes the description.
+    pub(crate) async fn register(&self) -> jobfleet_core::Result<()> {
+        let id = self.id();
+        for q in &self.queues {
+            q.heartbeat(&id, true).await?;
+        }
+        let now = self
+            .client
+            .publish_worker_info(&self.info(), self.info_ttl())
+            .await?;
+        self.started_ms
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            .ok();
+        Ok(())
+    }
+
+    /// Called when the fleet declared `stale` dead (its heartbeat was too
+    /// old) and handed its jobs to others: take a fresh id and register it.
+    /// Acks of jobs claimed under the old id will be refused by the fence.
+    pub(crate) async fn reregister(&self, stale: &str) {
+        let _guard = self.reregistering.lock().await;
+        if self.id() != stale {
+            return;
+        }
+        let fresh = new_worker_id(&self.host);
+        tracing::warn!(
+            old = stale,
+            new = %fresh,
+            "this worker was declared dead (no heartbeat within {}) and its jobs were handed to \
+             other workers; results of those jobs will be refused; re-registering under a new id",
+            humantime::format_duration(self.config.dead_after)
+        );
+        *self.identity.write().expect("poisoned") = fresh;
+        let _ = self.client.remove_worker_info(stale).await;
+        if let Err(e) = self.register().await {
+            tracing::warn!(error = %e, "re-registering failed; the heartbeat loop will retry");
+        }
+    }
+}
+
+fn new_worker_id(host: &str) -> String {
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}
+
+/// Runs a worker until `shutdown` resolves, then shuts down gracefully: stop
+/// claiming, let running jobs finish within the grace period, hand the rest
+/// back to pending, leave the fleet.
+///
+/// Everything the worker starts is owned by this future: dropping it (as a
+/// crash would) stops every job and loop without handing anything back, and
+/// the fleet recovers the jobs after the dead-after window.
+pub async fn run(
+    config: Config,
+    registry: Registry,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    check(&config)?;
+    let options = ConnectOptions {
+        prefix: config.prefix.clone(),
+        policy: config.policy.clone(),
+        ..ConnectOptions::default()
+    };
+    let client = Client::connect_with(&config.redis_url, options).await?;
+    match client.maxmemory_policy().await.as_deref() {
+        Some("noeviction") | None => {}
+        Some(policy) => tracing::warn!(
+            "redis maxmemory-policy is {policy}: under memory pressure Redis may evict queue keys \
+             and lose jobs; set it to noeviction"
+        ),
+    }
+    let queues = config
+        .queues
+        .iter()
+        .map(|q| client.queue(q))
+        .collect::<Result<Vec<_>, _>>()?;
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let shared = Arc::new(Shared {
+        identity: RwLock::new(new_worker_id(&host)),
+        host,
+        client,
+        queues,
+        registry,
+        config,
+        reregistering: tokio::sync::Mutex::new(()),
+        wake: Notify::new(),
+        running: Mutex::default(),
+        active: AtomicU32::new(0),
+        processed: AtomicU64::new(0),
+        started_ms: AtomicU64::new(0),
+    });
+    shared.register().await?;
+    tracing::info!(
+        worker = %shared.id(),
+        queues = ?shared.config.queues,
+        concurrency = shared.config.concurrency,
+        tasks = ?shared.registry.names(),
+        "worker started"
+    );
+
+    let stop_loops = CancellationToken::new();
+    let mut loops = JoinSet::new();
+    loops.spawn(heartbeat::run(shared.clone(), stop_loops.clone()));
+    loops.spawn(recover::run(shared.clone(), stop_loops.clone()));
+    loops.spawn(promote::run(shared.clone(), stop_loops.clone()));
+    loops.spawn(listener::run(shared.clone(), stop_loops.clone()));
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let mut acker = JoinSet::new();
+    acker.spawn(acker::run(shared.clone(), done_rx));
+
+    let hand_back = CancellationToken::new();
+    let mut jobs = JoinSet::new();
+    claim::run(&shared, &mut jobs, done_tx, hand_back.clone(), shutdown).await;
+
+    let grace = shared.config.grace;
+    tracing::info!(
+        running = jobs.len(),
+        "shutting down: no new jobs; waiting up to {} for running ones",
+        humantime::format_duration(grace)
+    );
+    let drained = tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            running = jobs.len(),
+            "grace period over: handing unfinished jobs back"
+        );
+        hand_back.cancel();
+        while jobs.join_next().await.is_some() {}
+    }
+    // Every sender is gone now, so the acker ends once it has written all.
+    if tokio::time::timeout(grace.max(Duration::from_secs(5)), acker.join_next())
+        .await
+        .is_err()
+    {
+        tracing::warn!("could not write every outcome; those jobs will be recovered by the fleet");
+    }
+    let id = shared.id();
+    for q in &shared.queues {
+        match q.requeue(&id, true).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(queue = q.name(), jobs = n, "handed unfinished jobs back"),
+            Err(e) => tracing::warn!(error = %e, "could not hand jobs back; the fleet will recover them"),
+        }
+    }
+    stop_loops.cancel();
+    while loops.join_next().await.is_some() {}
+    let _ = shared.client.remove_worker_info(&id).await;
+    tracing::info!(worker = %id, processed = shared.processed.load(Ordering::Relaxed), "worker stopped");
+    Ok(())
+}
+
+fn check(config: &Config) -> Result<(), WorkerError> {
+    if config.queues.is_empty() {
+        return Err(WorkerError::Config(
+            "no queue to serve: pass at least one --queue".into(),
+        ));
+    }
+    for q in &config.queues {
+        jobfleet_core::validate_queue_name(q)?;
+    }
+    if config.concurrency == 0 {
+        return Err(WorkerError::Config("concurrency must be at least 1".into()));
+    }
+    if config.heartbeat.is_zero() {
+        return Err(WorkerError::Config(
+            "the heartbeat interval must be above zero".into(),
+        ));
+    }
+    if config.dead_after <= config.heartbeat * 2 {
+        return Err(WorkerError::Config(format!(
+            "--dead-after ({}) must be more than twice --heartbeat ({}), or live workers would be \
+             declared dead",
+            humantime::format_duration(config.dead_after),
+            humantime::format_duration(config.heartbeat)
+        )));
+    }
+    Ok(())
+}

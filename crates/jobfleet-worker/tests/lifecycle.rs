@@ -1,0 +1,403 @@
+//! The worker run in-process against a real redis-server: normal runs,
+//! crashes, graceful shutdown, Redis restarts, timeouts, panics, bad input.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jobfleet_core::{Client, JobSpec, JobState, Policy, Queue};
+use jobfleet_testkit::{RedisOptions, RedisServer};
+use jobfleet_worker::{Config, Registry, TaskError};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Short windows so crash recovery takes well under a second.
+fn config(server: &RedisServer) -> Config {
+    Config {
+        concurrency: 8,
+        heartbeat: Duration::from_millis(100),
+        dead_after: Duration::from_millis(500),
+        grace: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(200),
+        promote_interval: Duration::from_millis(20),
+        policy: Policy {
+            backoff_base: Duration::from_millis(10),
+            ..Policy::default()
+        },
+        ..Config::new(server.url())
+    }
+}
+
+/// Counts executions per job id, to check "exactly once".
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<HashMap<String, u32>>>);
+
+impl Runs {
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::with_builtins();
+        let runs = self.clone();
+        registry.register("count", move |ctx, p: Value| {
+            *runs.0.lock().unwrap().entry(ctx.id).or_default() += 1;
+            let ms = p["ms"].as_u64().unwrap_or(0);
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(p)
+            }
+        });
+        registry
+    }
+}
+
+struct Worker {
+    stop: CancellationToken,
+    handle: JoinHandle<Result<(), jobfleet_worker::WorkerError>>,
+}
+
+impl Worker {
+    fn start(config: Config, registry: Registry) -> Worker {
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(jobfleet_worker::run(
+            config,
+            registry,
+            stop.clone().cancelled_owned(),
+        ));
+        Worker { stop, handle }
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+
+    /// Drops the worker without any shutdown, as SIGKILL would.
+    async fn crash(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+async fn submit(q: &Queue, specs: Vec<JobSpec>) -> Vec<(String, String)> {
+    q.submit_batch(&specs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (q.name().to_string(), s.id))
+        .collect()
+}
+
+async fn wait_all(client: &Client, jobs: &[(String, String)]) -> HashMap<String, JobState> {
+    let report = client
+        .wait(jobs, Some(Duration::from_secs(60)), |_| {})
+        .await
+        .unwrap();
+    assert!(
+        report.unfinished.is_empty(),
+        "{} jobs never finished",
+        report.unfinished.len()
+    );
+    assert!(report.missing.is_empty(), "lost jobs: {:?}", report.missing);
+    report.finished.into_iter().map(|f| (f.id, f.state)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_jobs_across_three_workers_complete_exactly_once() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let runs = Runs::default();
+    let workers: Vec<Worker> = (0..3)
+        .map(|_| Worker::start(config(&server), runs.registry()))
+        .collect();
+    let jobs = submit(
+        &q,
+        (0..1000)
+            .map(|n| JobSpec::new("count", &json!({ "n": n })))
+            .collect(),
+    )
+    .await;
+
+    let states = wait_all(&client, &jobs).await;
+    assert_eq!(states.len(), 1000);
+    assert!(states.values().all(|s| *s == JobState::Completed));
+    let runs = runs.0.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1000);
+    assert!(
+        runs.values().all(|&n| n == 1),
+        "a job ran twice without any fault"
+    );
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.completed, stats.pending, stats.active), (1000, 0, 0));
+    let result = q.status(&jobs[7].1).await.unwrap().unwrap().result;
+    assert_eq!(result, Some(json!({ "n": 7 })));
+    for w in workers {
+        w.shutdown().await;
+    }
+    assert_eq!(q.stats().await.unwrap().workers, 0, "workers leave on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_crashed_worker_are_recovered_and_completed_by_the_others() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let runs = Runs::default();
+    let victim = Worker::start(config(&server), runs.registry());
+    let jobs = submit(
+        &q,
+        (0..40)
+            .map(|n| JobSpec::new("count", &json!({ "n": n, "ms": 300 })))
+            .collect(),
+    )
+    .await;
+
+    // Wait until the victim holds jobs, then kill it mid-job.
+    let mut events = client.events(&[]).await.unwrap();
+    while q.stats().await.unwrap().active == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    victim.crash().await;
+    let survivor = Worker::start(config(&server), runs.registry());
+
+    let states = wait_all(&client, &jobs).await;
+    assert!(states.values().all(|s| *s == JobState::Completed));
+    let recovered = q.stats().await.unwrap().recovered;
+    assert!(recovered >= 1, "the crashed worker's jobs were recovered");
+    // The recovery was announced as events.
+    let mut saw_recovered = false;
+    while let Ok(Some(Some(e))) = tokio::time::timeout(Duration::from_millis(100), events.next_event()).await
+    {
+        saw_recovered |= e.state == jobfleet_core::EventKind::Recovered;
+    }
+    assert!(saw_recovered);
+    survivor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_unfinished_jobs_back() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let mut cfg = config(&server);
+    cfg.grace = Duration::from_millis(200);
+    cfg.concurrency = 2;
+    let worker = Worker::start(cfg, Registry::with_builtins());
+    let quick = submit(&q, vec![JobSpec::new("sleep", &json!({"ms": 1}))]).await;
+    wait_all(&client, &quick).await;
+    let slow = submit(
+        &q,
+        (0..4)
+            .map(|_| JobSpec::new("sleep", &json!({"ms": 60_000})))
+            .collect(),
+    )
+    .await;
+    while q.stats().await.unwrap().active < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.shutdown().await;
+
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.active, stats.workers), (4, 0, 0));
+    for (_, id) in &slow {
+        let job = q.status(id).await.unwrap().unwrap();
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Pending, 0),
+            "handed back uncounted"
+        );
+    }
+    assert!(client.workers().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_loses_no_job_and_workers_resume() {
+    let mut server = RedisServer::start_with(RedisOptions { aof: true });
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let workers: Vec<Worker> = (0..2)
+        .map(|_| Worker::start(config(&server), Registry::with_builtins()))
+        .collect();
+    let jobs = submit(
+        &q,
+        (0..300)
+            .map(|_| JobSpec::new("sleep", &json!({"ms": 5})))
+            .collect(),
+    )
+    .await;
+    while q.stats().await.unwrap().completed < 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+
+    let states = wait_all(&client, &jobs).await;
+    assert_eq!(states.len(), 300);
+    assert!(states.values().all(|s| *s == JobState::Completed));
+    // New work after the restart is picked up too.
+    let after = submit(&q, vec![JobSpec::new("echo", &json!("after"))]).await;
+    assert_eq!(wait_all(&client, &after).await[&after[0].1], JobState::Completed);
+    for w in workers {
+        w.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_its_timeout_is_failed_and_retried() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let mut registry = Registry::with_builtins();
+    registry.register("slow-once", |ctx, _: Value| async move {
+        if ctx.attempt == 1 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Ok(ctx.attempt)
+    });
+    let worker = Worker::start(config(&server), registry);
+    let spec = JobSpec::new("slow-once", &json!({})).timeout(Duration::from_millis(200));
+    let jobs = submit(&q, vec![spec]).await;
+    assert_eq!(wait_all(&client, &jobs).await[&jobs[0].1], JobState::Completed);
+    let job = q.status(&jobs[0].1).await.unwrap().unwrap();
+    assert_eq!((job.attempts, job.result), (2, Some(json!(2))));
+    assert_eq!(job.error.as_deref(), Some("timed out after 200ms"));
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_worker_has_its_late_ack_refused_and_re_registers() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let mut cfg = config(&server);
+    cfg.dead_after = Duration::from_secs(60); // only our explicit recover runs
+    let worker = Worker::start(cfg, Registry::with_builtins());
+    let jobs = submit(&q, vec![JobSpec::new("sleep", &json!({"ms": 500}))]).await;
+    while q.stats().await.unwrap().active == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_worker = q.status(&jobs[0].1).await.unwrap().unwrap().worker.unwrap();
+    // Declare every worker dead while the job runs, as a network cut would.
+    assert_eq!(q.recover(Duration::ZERO).await.unwrap().requeued, 1);
+
+    assert_eq!(wait_all(&client, &jobs).await[&jobs[0].1], JobState::Completed);
+    let job = q.status(&jobs[0].1).await.unwrap().unwrap();
+    assert_eq!(
+        job.attempts, 2,
+        "the late first ack was refused; the job ran again"
+    );
+    assert_ne!(
+        job.worker.unwrap(),
+        first_worker,
+        "the worker re-registered under a fresh id"
+    );
+    assert_eq!(q.stats().await.unwrap().completed, 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_jobs_end_in_a_defined_state_and_the_worker_keeps_serving() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let mut registry = Registry::with_builtins();
+    registry.register("panics", |_, _: Value| async move {
+        if true {
+            panic!("handler bug");
+        }
+        Ok(())
+    });
+    registry.register_blocking("blocking-permanent", |_, _: Value| {
+        Err::<(), _>(TaskError::permanent("corrupt input"))
+    });
+    let worker = Worker::start(config(&server), registry);
+    let jobs = submit(
+        &q,
+        vec![
+            JobSpec::new("no-such-task", &json!({})),
+            JobSpec::with_json_text("echo", "[1,2]".into()),
+            JobSpec::new("sleep", &json!({"seconds": 1})),
+            JobSpec::new("panics", &json!({})).max_attempts(2),
+            JobSpec::new("blocking-permanent", &json!({})),
+            JobSpec::new("fail", &json!({"message": "nope", "permanent": true})),
+            JobSpec::new("echo", &json!("still serving")),
+        ],
+    )
+    .await;
+    let states = wait_all(&client, &jobs).await;
+    let error = |i: usize| {
+        let q = q.clone();
+        let id = jobs[i].1.clone();
+        async move { q.status(&id).await.unwrap().unwrap().error.unwrap() }
+    };
+    assert!(
+        error(0)
+            .await
+            .starts_with("unknown task 'no-such-task': this worker runs")
+    );
+    assert_eq!(states[&jobs[1].1], JobState::Completed);
+    assert!(
+        error(2).await.contains("payload does not fit task 'sleep'"),
+        "{}",
+        error(2).await
+    );
+    assert_eq!(error(3).await, "task panicked: handler bug");
+    assert_eq!(q.status(&jobs[3].1).await.unwrap().unwrap().attempts, 2);
+    assert_eq!(error(4).await, "corrupt input");
+    assert_eq!(error(5).await, "nope");
+    for i in [0, 2, 3, 4, 5] {
+        assert_eq!(states[&jobs[i].1], JobState::Dead, "job {i}");
+    }
+    assert_eq!(states[&jobs[6].1], JobState::Completed);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_can_be_cancelled() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let worker = Worker::start(config(&server), Registry::with_builtins());
+    let jobs = submit(&q, vec![JobSpec::new("sleep", &json!({"ms": 60_000}))]).await;
+    while q.stats().await.unwrap().active == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        q.cancel(&jobs[0].1).await.unwrap(),
+        jobfleet_core::CancelOutcome::Cancelling
+    );
+    assert_eq!(wait_all(&client, &jobs).await[&jobs[0].1], JobState::Cancelled);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_are_served_in_priority_order() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let high = client.queue("high").unwrap();
+    let low = client.queue("low").unwrap();
+    let low_jobs = submit(&low, (0..20).map(|_| JobSpec::new("noop", &json!({}))).collect()).await;
+    let high_jobs = submit(&high, (0..20).map(|_| JobSpec::new("noop", &json!({}))).collect()).await;
+    let mut cfg = config(&server);
+    cfg.queues = vec!["high".into(), "low".into()];
+    cfg.concurrency = 1;
+    let worker = Worker::start(cfg, Registry::with_builtins());
+    let mut all = high_jobs.clone();
+    all.extend(low_jobs.clone());
+    wait_all(&client, &all).await;
+    let last_high = high
+        .status_many(&high_jobs.iter().map(|j| j.1.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let first_low = low.status(&low_jobs[0].1).await.unwrap().unwrap();
+    let latest_high = last_high
+        .iter()
+        .map(|j| j.as_ref().unwrap().started_ms.unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        latest_high <= first_low.started_ms.unwrap(),
+        "every high job started before any low job"
+    );
+    worker.shutdown().await;
+}
