@@ -183,6 +183,21 @@ impl Subscription {
     }
 }
 
+impl Subscription {
+    /// Events already received and not yet read, without waiting.
+    fn buffered_events(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Ok(feed) = self.rx.try_recv() {
+            if let Feed::Message { payload, .. } = feed
+                && let Ok(event) = serde_json::from_str::<Event>(&payload)
+            {
+                events.push(event);
+            }
+        }
+        events
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.task.abort();
@@ -400,9 +415,33 @@ impl Client {
         let mut report = WaitReport::default();
         let mut remaining: HashMap<String, String> =
             jobs.iter().map(|(q, id)| (id.clone(), q.clone())).collect();
-        self.settle_retrying(&mut remaining, &mut report, &mut on_final, deadline)
-            .await?;
-        while !remaining.is_empty() {
+        let mut finish = |event: Event, remaining: &mut HashMap<String, String>, report: &mut WaitReport| {
+            if event.state.is_final() && remaining.remove(&event.id).is_some() {
+                let finished = finished_from(event);
+                on_final(&finished);
+                report.finished.push(finished);
+            }
+        };
+        let mut resync = true;
+        while resync || !remaining.is_empty() {
+            if std::mem::take(&mut resync) {
+                let (finals, absent) = self.settle_retrying(&mut remaining, deadline).await?;
+                for f in finals {
+                    finish(f, &mut remaining, &mut report);
+                }
+                // A job without a record may have finished and been deleted
+                // at once (retention 0) just before the read: its event is
+                // then already buffered. Anything else without one is missing.
+                for event in events.buffered_events() {
+                    finish(event, &mut remaining, &mut report);
+                }
+                for id in absent {
+                    if remaining.remove(&id).is_some() {
+                        report.missing.push(id);
+                    }
+                }
+                continue;
+            }
             let next = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, events.next_event()).await {
                     Ok(next) => next,
@@ -412,28 +451,8 @@ impl Client {
             };
             match next {
                 None => return Err(Error::Protocol("event subscription ended".into())),
-                Some(None) => {
-                    self.settle_retrying(&mut remaining, &mut report, &mut on_final, deadline)
-                        .await?
-                }
-                Some(Some(event)) if event.state.is_final() => {
-                    if remaining.remove(&event.id).is_some() {
-                        let finished = Finished {
-                            id: event.id,
-                            queue: event.queue,
-                            state: match event.state {
-                                crate::EventKind::Completed => JobState::Completed,
-                                crate::EventKind::Cancelled => JobState::Cancelled,
-                                _ => JobState::Dead,
-                            },
-                            result: event.result,
-                            error: event.error,
-                        };
-                        on_final(&finished);
-                        report.finished.push(finished);
-                    }
-                }
-                Some(Some(_)) => {}
+                Some(None) => resync = true,
+                Some(Some(event)) => finish(event, &mut remaining, &mut report),
             }
         }
         report.unfinished = remaining.into_keys().collect();
@@ -445,14 +464,12 @@ impl Client {
     async fn settle_retrying(
         &self,
         remaining: &mut HashMap<String, String>,
-        report: &mut WaitReport,
-        on_final: &mut impl FnMut(&Finished),
         deadline: Option<Instant>,
-    ) -> Result<()> {
+    ) -> Result<(Vec<Event>, Vec<String>)> {
         let give_up = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.settle(remaining, report, on_final).await {
+            match self.settle(remaining).await {
                 Err(Error::Redis(e)) if Instant::now() + backoff < give_up => {
                     tracing::debug!(error = %e, "reading job states failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -463,19 +480,16 @@ impl Client {
         }
     }
 
-    /// Reads the state of every remaining job; moves final ones to the report.
-    async fn settle(
-        &self,
-        remaining: &mut HashMap<String, String>,
-        report: &mut WaitReport,
-        on_final: &mut impl FnMut(&Finished),
-    ) -> Result<()> {
-        let mut by_queue: HashMap<String, Vec<String>> = HashMap::new();
-        for (id, q) in remaining.iter() {
-            by_queue.entry(q.clone()).or_default().push(id.clone());
+    /// Reads the state of every remaining job: returns the final ones (as
+    /// events) and the ids that have no record.
+    async fn settle(&self, remaining: &HashMap<String, String>) -> Result<(Vec<Event>, Vec<String>)> {
+        let mut by_queue: HashMap<&String, Vec<&String>> = HashMap::new();
+        for (id, q) in remaining {
+            by_queue.entry(q).or_default().push(id);
         }
+        let (mut finals, mut absent) = (Vec::new(), Vec::new());
         for (q, ids) in by_queue {
-            let keys = QueueKeys::new(&self.prefix, &q);
+            let keys = QueueKeys::new(&self.prefix, q);
             for chunk in ids.chunks(1000) {
                 let mut pipe = redis::pipe();
                 for id in chunk {
@@ -489,27 +503,32 @@ impl Client {
                     pipe.query_async(&mut self.conn()).await?;
                 for (id, (state, result, error)) in chunk.iter().zip(rows) {
                     let Some(state) = state else {
-                        remaining.remove(id);
-                        report.missing.push(id.clone());
+                        absent.push(id.to_string());
                         continue;
                     };
-                    let Some(state) = JobState::parse(&state).filter(|s| s.is_final()) else {
-                        continue;
+                    let kind = match JobState::parse(&state) {
+                        Some(JobState::Completed) => crate::EventKind::Completed,
+                        Some(JobState::Dead) => crate::EventKind::Dead,
+                        Some(JobState::Cancelled) => crate::EventKind::Cancelled,
+                        _ => continue,
                     };
-                    remaining.remove(id);
-                    let finished = Finished {
-                        id: id.clone(),
+                    finals.push(Event {
+                        id: id.to_string(),
                         queue: q.clone(),
-                        state,
+                        task: String::new(),
+                        state: kind,
+                        attempt: 0,
+                        worker: String::new(),
+                        ms: 0,
+                        duration_ms: None,
                         result: result.and_then(|r| serde_json::from_str(&r).ok()),
                         error,
-                    };
-                    on_final(&finished);
-                    report.finished.push(finished);
+                        run_at_ms: None,
+                    });
                 }
             }
         }
-        Ok(())
+        Ok((finals, absent))
     }
 
     /// Publishes what a worker process is, under the global workers set;
@@ -594,6 +613,12 @@ impl Client {
         Ok(stats)
     }
 
+    /// Redis' own clock, unix ms: the clock every job timestamp uses.
+    pub async fn redis_time_ms(&self) -> Result<u64> {
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut self.conn()).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
     /// Redis' `maxmemory-policy`, when the server lets us read it.
     pub async fn maxmemory_policy(&self) -> Option<String> {
         let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
@@ -602,6 +627,20 @@ impl Client {
             .query_async(&mut self.conn())
             .await;
         reply.ok().and_then(|v| v.into_iter().nth(1))
+    }
+}
+
+fn finished_from(event: Event) -> Finished {
+    Finished {
+        id: event.id,
+        queue: event.queue,
+        state: match event.state {
+            crate::EventKind::Completed => JobState::Completed,
+            crate::EventKind::Cancelled => JobState::Cancelled,
+            _ => JobState::Dead,
+        },
+        result: event.result,
+        error: event.error,
     }
 }
 

@@ -1,0 +1,181 @@
+//! `jobfleet wait`, `status` and `cancel`: commands about given job ids.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use jobfleet_core::{CancelOutcome, Client, Job, JobState};
+
+use crate::Outcome;
+use crate::connect::Target;
+use crate::output::{duration_ms, timestamp};
+
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Job ids.
+    #[arg(required = true)]
+    ids: Vec<String>,
+    /// Give up after this long (exit 2) [default: wait forever].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// The jobs' queue [default: look in every queue].
+    #[arg(long, short = 'q')]
+    queue: Option<String>,
+    /// One JSON object per finished job.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Job id.
+    id: String,
+    /// The job's queue [default: look in every queue].
+    #[arg(long, short = 'q')]
+    queue: Option<String>,
+    /// The whole job as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// Job ids.
+    #[arg(required = true)]
+    ids: Vec<String>,
+    /// The jobs' queue [default: look in every queue].
+    #[arg(long, short = 'q')]
+    queue: Option<String>,
+}
+
+/// Finds each job's queue, failing with a clear message for unknown ids.
+async fn locate(client: &Client, ids: &[String], queue: Option<&str>) -> anyhow::Result<Vec<Job>> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        match client.find_job(id, queue).await {
+            Ok(job) => jobs.push(job),
+            Err(jobfleet_core::Error::JobNotFound(_)) => bail!(
+                "no job with id {id}{}; check the id (finished jobs are kept for an hour by default)",
+                queue.map(|q| format!(" in queue {q}")).unwrap_or_default()
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(jobs)
+}
+
+pub async fn wait(target: &Target, args: WaitArgs) -> anyhow::Result<Outcome> {
+    let client = target.connect().await?;
+    let jobs = locate(&client, &args.ids, args.queue.as_deref()).await?;
+    let pairs: Vec<(String, String)> = jobs.iter().map(|j| (j.queue.clone(), j.id.clone())).collect();
+    let started = Instant::now();
+    let report = client
+        .wait(&pairs, args.timeout, |f| {
+            if args.json {
+                println!("{}", serde_json::to_string(f).expect("serializable"));
+            } else {
+                match &f.error {
+                    Some(error) if f.state != JobState::Completed => {
+                        println!("{} {}: {error}", f.id, f.state)
+                    }
+                    _ => println!("{} {}", f.id, f.state),
+                }
+            }
+        })
+        .await?;
+    for id in &report.missing {
+        eprintln!("{id}: its record disappeared while waiting (expired or deleted)");
+    }
+    if !report.unfinished.is_empty() {
+        eprintln!(
+            "timed out after {:.1}s; still unfinished: {}",
+            started.elapsed().as_secs_f64(),
+            report.unfinished.join(" ")
+        );
+        return Ok(Outcome::TimedOut);
+    }
+    let all_completed =
+        report.missing.is_empty() && report.finished.iter().all(|f| f.state == JobState::Completed);
+    Ok(if all_completed {
+        Outcome::Success
+    } else {
+        Outcome::JobsFailed
+    })
+}
+
+pub async fn status(target: &Target, args: StatusArgs) -> anyhow::Result<Outcome> {
+    let client = target.connect().await?;
+    let job = locate(&client, std::slice::from_ref(&args.id), args.queue.as_deref())
+        .await?
+        .remove(0);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else {
+        print!("{}", describe(&job));
+    }
+    Ok(Outcome::Success)
+}
+
+/// A job as readable lines.
+fn describe(job: &Job) -> String {
+    let mut lines = vec![
+        ("id", job.id.clone()),
+        ("queue", job.queue.clone()),
+        ("task", job.task.clone()),
+        ("state", job.state.to_string()),
+        ("attempts", format!("{} of {}", job.attempts, job.max_attempts)),
+        ("timeout", duration_ms(job.timeout_ms)),
+        ("payload", job.payload.to_string()),
+        ("created", timestamp(job.created_ms)),
+    ];
+    if let Some(ms) = job.run_at_ms.filter(|_| job.state == JobState::Scheduled) {
+        lines.push(("runs at", timestamp(ms)));
+    }
+    if let Some(ms) = job.started_ms {
+        lines.push(("started", timestamp(ms)));
+    }
+    if let Some(ms) = job.finished_ms {
+        let took = job
+            .started_ms
+            .map(|s| format!(" (ran {})", duration_ms(ms.saturating_sub(s))));
+        lines.push((
+            "finished",
+            format!("{}{}", timestamp(ms), took.unwrap_or_default()),
+        ));
+    }
+    if let Some(worker) = &job.worker {
+        lines.push(("worker", worker.clone()));
+    }
+    if job.recoveries > 0 {
+        lines.push(("recoveries", job.recoveries.to_string()));
+    }
+    if let Some(result) = &job.result {
+        lines.push(("result", result.to_string()));
+    }
+    if let Some(error) = &job.error {
+        lines.push(("error", error.clone()));
+    }
+    lines
+        .iter()
+        .map(|(k, v)| format!("{:<11}{v}\n", format!("{k}:")))
+        .collect()
+}
+
+pub async fn cancel(target: &Target, args: CancelArgs) -> anyhow::Result<Outcome> {
+    let client = target.connect().await?;
+    let jobs = locate(&client, &args.ids, args.queue.as_deref()).await?;
+    for job in jobs {
+        let outcome = client.queue(&job.queue)?.cancel(&job.id).await?;
+        match outcome {
+            CancelOutcome::Cancelled => println!("{} cancelled", job.id),
+            CancelOutcome::Cancelling => {
+                println!(
+                    "{} cancelling: it is running; its worker was told to stop it",
+                    job.id
+                )
+            }
+            CancelOutcome::AlreadyFinal(state) => println!("{} already {state}; nothing to cancel", job.id),
+            CancelOutcome::NotFound => bail!("no job with id {} (its record expired meanwhile)", job.id),
+        }
+    }
+    Ok(Outcome::Success)
+}

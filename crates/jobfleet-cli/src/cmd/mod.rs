@@ -1,0 +1,8 @@
+//! One module per command (or family of commands).
+
+pub mod dead;
+pub mod events;
+pub mod inspect;
+pub mod stats;
+pub mod submit;
+pub mod track;

@@ -1,0 +1,152 @@
+//! `jobfleet stats` and `jobfleet workers`.
+
+use std::time::Duration;
+
+use jobfleet_core::{Client, FleetStats, WorkerInfo};
+
+use crate::Outcome;
+use crate::connect::Target;
+use crate::output::{duration_ms, table};
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Only this queue (repeatable) [default: every known queue].
+    #[arg(long = "queue", short = 'q')]
+    queues: Vec<String>,
+    /// JSON: {"queues": [...], "workers": [...]}.
+    #[arg(long)]
+    json: bool,
+    /// Refresh every second until Ctrl-C.
+    #[arg(long, conflicts_with = "json")]
+    watch: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkersArgs {
+    /// JSON: a list of workers.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn stats(target: &Target, args: StatsArgs) -> anyhow::Result<Outcome> {
+    let client = target.connect().await?;
+    for q in &args.queues {
+        jobfleet_core::validate_queue_name(q)?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&client.stats(&args.queues).await?)?
+        );
+        return Ok(Outcome::Success);
+    }
+    if !args.watch {
+        print!("{}", render(&client, &client.stats(&args.queues).await?).await);
+        return Ok(Outcome::Success);
+    }
+    loop {
+        let view = render(&client, &client.stats(&args.queues).await?).await;
+        // Clear the screen and home the cursor, then draw.
+        print!("\x1b[2J\x1b[H{view}");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(Outcome::Success),
+        }
+    }
+}
+
+pub async fn workers(target: &Target, args: WorkersArgs) -> anyhow::Result<Outcome> {
+    let client = target.connect().await?;
+    let workers = client.workers().await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+    } else {
+        print!("{}", render_workers(&workers, redis_now(&client).await));
+    }
+    Ok(Outcome::Success)
+}
+
+async fn render(client: &Client, stats: &FleetStats) -> String {
+    let rows: Vec<Vec<String>> = stats
+        .queues
+        .iter()
+        .map(|q| {
+            [
+                q.pending,
+                q.scheduled,
+                q.active,
+                q.dead,
+                q.completed,
+                q.failed,
+                q.retried,
+                q.cancelled,
+            ]
+            .iter()
+            .map(u64::to_string)
+            .fold(vec![q.name.clone()], |mut row, n| {
+                row.push(n);
+                row
+            })
+        })
+        .collect();
+    let mut out = if rows.is_empty() {
+        "no queues yet: submit a job to create one\n".to_string()
+    } else {
+        table(
+            &[
+                "QUEUE",
+                "PENDING",
+                "SCHEDULED",
+                "ACTIVE",
+                "DEAD",
+                "COMPLETED",
+                "FAILED",
+                "RETRIED",
+                "CANCELLED",
+            ],
+            &rows,
+        )
+    };
+    out.push('\n');
+    out.push_str(&render_workers(&stats.workers, redis_now(client).await));
+    out
+}
+
+fn render_workers(workers: &[WorkerInfo], now_ms: u64) -> String {
+    if workers.is_empty() {
+        return "no live workers: start one with jobfleet-worker\n".into();
+    }
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.clone(),
+                w.host.clone(),
+                w.pid.to_string(),
+                w.queues.join(","),
+                w.concurrency.to_string(),
+                w.active.to_string(),
+                w.processed.to_string(),
+                format!("{} ago", duration_ms(now_ms.saturating_sub(w.last_heartbeat_ms))),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WORKER",
+            "HOST",
+            "PID",
+            "QUEUES",
+            "SLOTS",
+            "ACTIVE",
+            "PROCESSED",
+            "LAST BEAT",
+        ],
+        &rows,
+    )
+}
+
+/// Redis' clock in ms (heartbeats are stamped with it, not with ours).
+async fn redis_now(client: &Client) -> u64 {
+    client.redis_time_ms().await.unwrap_or(0)
+}

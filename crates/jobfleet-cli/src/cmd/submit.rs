@@ -1,0 +1,198 @@
+//! `jobfleet submit`: one job from the command line, or one job per line of
+//! stdin, streamed in batches (bounded memory, a few batches in flight).
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jobfleet_core::{JobSpec, Queue, Submitted};
+use tokio::io::AsyncBufReadExt;
+use tokio::task::JoinHandle;
+
+use crate::Outcome;
+use crate::cmd::track;
+use crate::connect::Target;
+
+/// Jobs per submit call when reading stdin.
+const BATCH: usize = 1000;
+/// Submit calls in flight at once.
+const IN_FLIGHT: usize = 4;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Task name (built in: noop, echo, sleep, fail, thumbnail).
+    task: String,
+    /// JSON payload, e.g. '{"ms": 50}' [default: {}].
+    #[arg(conflicts_with = "stdin")]
+    payload: Option<String>,
+    /// Queue to submit to.
+    #[arg(long, short = 'q', default_value = "default")]
+    queue: String,
+    /// Read one JSON payload per line from stdin and submit them in batches.
+    #[arg(long)]
+    stdin: bool,
+    /// Run no earlier than this from now (e.g. 10s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
+    /// Attempts before the job is dead.
+    #[arg(long, default_value_t = jobfleet_core::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    /// Longest one attempt may run.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Idempotency key used as the job id: submitting it again returns the
+    /// same job. With --stdin, line N gets KEY-N.
+    #[arg(long)]
+    key: Option<String>,
+    /// Wait for every job to finish; exit 1 if any failed, died or was cancelled.
+    #[arg(long)]
+    wait: bool,
+    /// Machine-readable output: one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
+    let client = target.connect().await?;
+    let queue = client.queue(&args.queue)?;
+    // Subscribe before submitting, so no completion can be missed.
+    let mut events = match args.wait {
+        true => Some(client.events(std::slice::from_ref(&args.queue)).await?),
+        false => None,
+    };
+    let started = Instant::now();
+    let mut out = Printer {
+        json: args.json,
+        silent: args.json && args.wait,
+        queue: args.queue.clone(),
+        stdout: std::io::BufWriter::new(std::io::stdout()),
+        ids: Vec::new(),
+        keep_ids: args.wait,
+    };
+    if args.stdin {
+        submit_stdin(&queue, &args, &mut out).await?;
+    } else {
+        let payload = args.payload.clone().unwrap_or_else(|| "{}".into());
+        check_json(&payload).map_err(|e| {
+            anyhow::anyhow!("payload is not valid JSON: {e}; pass a JSON document such as '{{\"n\": 1}}'")
+        })?;
+        let spec = spec(&args, payload, args.key.clone());
+        out.print(&[queue.submit(spec).await?])?;
+    }
+    out.stdout.flush()?;
+    match events.as_mut() {
+        None => Ok(Outcome::Success),
+        Some(events) => {
+            let jobs: Vec<(String, String)> = out
+                .ids
+                .iter()
+                .map(|id| (args.queue.clone(), id.clone()))
+                .collect();
+            let report = track::Report {
+                json: args.json,
+                noun: "jobs",
+            };
+            track::wait(&client, events, &jobs, started, report).await
+        }
+    }
+}
+
+fn spec(args: &Args, payload: String, key: Option<String>) -> JobSpec {
+    let mut spec = JobSpec::with_json_text(&args.task, payload)
+        .max_attempts(args.max_attempts)
+        .timeout(args.timeout)
+        .delay(args.delay.unwrap_or_default());
+    spec.id = key;
+    spec
+}
+
+fn check_json(text: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| ())
+}
+
+async fn submit_stdin(queue: &Queue, args: &Args, out: &mut Printer) -> anyhow::Result<()> {
+    let limit = queue.client().policy().max_payload_bytes;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut in_flight: VecDeque<JoinHandle<jobfleet_core::Result<Vec<Submitted>>>> = VecDeque::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    let (mut line_no, mut submitted) = (0usize, 0usize);
+    let mut bad_line = None;
+    while let Some(line) = lines.next_line().await.context("reading stdin")? {
+        line_no += 1;
+        let payload = line.trim();
+        if payload.is_empty() {
+            continue;
+        }
+        if payload.len() > limit {
+            bad_line = Some(format!(
+                "line {line_no}: payload is {} bytes, over the {limit} byte limit",
+                payload.len()
+            ));
+            break;
+        }
+        if let Err(e) = check_json(payload) {
+            bad_line = Some(format!("line {line_no}: payload is not valid JSON: {e}"));
+            break;
+        }
+        let key = args.key.as_ref().map(|k| format!("{k}-{line_no}"));
+        batch.push(spec(args, payload.to_string(), key));
+        if batch.len() == BATCH {
+            let jobs = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let queue = queue.clone();
+            in_flight.push_back(tokio::spawn(async move { queue.submit_batch(&jobs).await }));
+            if in_flight.len() >= IN_FLIGHT {
+                submitted += out.print(&in_flight.pop_front().expect("non-empty").await??)?;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let queue = queue.clone();
+        in_flight.push_back(tokio::spawn(async move { queue.submit_batch(&batch).await }));
+    }
+    while let Some(call) = in_flight.pop_front() {
+        submitted += out.print(&call.await??)?;
+    }
+    out.stdout.flush()?;
+    if let Some(problem) = bad_line {
+        bail!(
+            "{problem}; {submitted} jobs before it were submitted (their ids are printed above), \
+             nothing from that line on; fix the line and submit the rest"
+        );
+    }
+    if submitted == 0 {
+        bail!(
+            "stdin had no payloads: give one JSON payload per line, e.g. echo '{{\"n\": 1}}' | jobfleet submit echo --stdin"
+        );
+    }
+    Ok(())
+}
+
+/// Prints submitted ids as they come (and keeps them when waiting).
+struct Printer {
+    json: bool,
+    /// With --wait --json the final records carry the ids; print nothing now.
+    silent: bool,
+    queue: String,
+    stdout: std::io::BufWriter<std::io::Stdout>,
+    ids: Vec<String>,
+    keep_ids: bool,
+}
+
+impl Printer {
+    fn print(&mut self, submitted: &[Submitted]) -> anyhow::Result<usize> {
+        for s in submitted {
+            if self.silent {
+            } else if self.json {
+                let line = serde_json::json!({"id": s.id, "queue": self.queue, "created": s.created});
+                writeln!(self.stdout, "{line}")?;
+            } else {
+                writeln!(self.stdout, "{}", s.id)?;
+            }
+            if self.keep_ids {
+                self.ids.push(s.id.clone());
+            }
+        }
+        Ok(submitted.len())
+    }
+}

@@ -1,0 +1,105 @@
+//! Waiting for submitted jobs with a progress bar (on a terminal) or plain
+//! progress lines (otherwise), then a summary. Shared by `submit --wait`
+//! and `thumbnail --wait`.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jobfleet_core::{Client, Finished, JobState, Subscription};
+
+use crate::Outcome;
+
+/// How to report while waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// Print one JSON line per finished job on stdout.
+    pub json: bool,
+    /// What the jobs are called in the summary ("jobs", "photos").
+    pub noun: &'static str,
+}
+
+/// Waits for `jobs` on a subscription opened before they were submitted.
+/// Failures are named as they happen; exit status says whether all completed.
+pub async fn wait(
+    client: &Client,
+    events: &mut Subscription,
+    jobs: &[(String, String)],
+    started: Instant,
+    report: Report,
+) -> anyhow::Result<Outcome> {
+    let total = jobs.len() as u64;
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let interactive = std::io::stderr().is_terminal();
+    if interactive {
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} {per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let (mut completed, mut dead, mut cancelled) = (0u64, 0u64, 0u64);
+    let mut last_line = Instant::now();
+    let outcome = client
+        .wait_with(events, jobs, None, |f: &Finished| {
+            match f.state {
+                JobState::Completed => completed += 1,
+                JobState::Cancelled => cancelled += 1,
+                _ => dead += 1,
+            }
+            if f.state != JobState::Completed {
+                let line = format!(
+                    "{} {}: {}",
+                    f.id,
+                    f.state,
+                    f.error.as_deref().unwrap_or("(no error recorded)")
+                );
+                if interactive {
+                    bar.println(line)
+                } else {
+                    eprintln!("{line}")
+                }
+            }
+            if report.json {
+                println!("{}", serde_json::to_string(f).expect("serializable"));
+            }
+            bar.set_message(format!("completed {completed}, failed {}", dead + cancelled));
+            bar.inc(1);
+            if !interactive && last_line.elapsed() >= Duration::from_secs(5) {
+                last_line = Instant::now();
+                eprintln!(
+                    "progress: {}/{total} finished ({completed} completed, {} failed)",
+                    completed + dead + cancelled,
+                    dead + cancelled
+                );
+            }
+        })
+        .await?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let missing = outcome.missing.len() as u64;
+    for id in &outcome.missing {
+        eprintln!("{id} missing: no record (its record expired, or it was deleted)");
+    }
+    eprintln!(
+        "{total} {}: {completed} completed, {dead} dead, {cancelled} cancelled{} in {:.2}s ({:.0} {}/s)",
+        report.noun,
+        if missing > 0 {
+            format!(", {missing} missing")
+        } else {
+            String::new()
+        },
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64().max(1e-9),
+        report.noun,
+    );
+    Ok(if completed == total {
+        Outcome::Success
+    } else {
+        Outcome::JobsFailed
+    })
+}

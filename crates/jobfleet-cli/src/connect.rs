@@ -1,0 +1,66 @@
+//! Connecting to Redis with an error message that names the URL (with any
+//! password hidden) and says what to do.
+
+use anyhow::Context;
+use jobfleet_core::{Client, ConnectOptions};
+
+/// Where the fleet's Redis is.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Redis URL.
+    pub url: String,
+    /// Key prefix.
+    pub prefix: String,
+}
+
+impl Target {
+    /// Connects, failing fast with a clear message when Redis is unreachable.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let options = ConnectOptions {
+            prefix: self.prefix.clone(),
+            retries: 1,
+            ..ConnectOptions::default()
+        };
+        Client::connect_with(&self.url, options).await.with_context(|| {
+            format!(
+                "cannot reach Redis at {}; is it running? Point --redis (or JOBFLEET_REDIS) at it",
+                redact(&self.url)
+            )
+        })
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".into()
+            };
+            format!("{}{hidden}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_error_messages() {
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact("redis://:s3cret@host:6379/0"), "redis://:***@host:6379/0");
+        assert_eq!(redact("rediss://app:s3cret@host"), "rediss://app:***@host");
+        assert_eq!(redact("redis://token@host"), "redis://***@host");
+    }
+}

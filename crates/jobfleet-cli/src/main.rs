@@ -1,0 +1,105 @@
+//! `jobfleet`: the producer and admin command line. `main` parses flags and
+//! dispatches; each command lives in its own module under `cmd/`.
+//!
+//! Exit codes (scripts rely on them): 0 success; 1 a job failed, died or was
+//! cancelled; 2 `wait` timed out, or the command line was wrong; 3 anything
+//! else went wrong (bad input, unknown job, Redis unreachable).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod connect;
+mod output;
+
+/// Submit and inspect background jobs on a jobfleet Redis.
+///
+/// Workers (`jobfleet-worker`) on any number of machines pull jobs from the
+/// same Redis; this command submits work, waits for results, and shows what
+/// the fleet is doing.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Redis URL (redis://, rediss://, redis://user:password@host:port/db).
+    #[arg(
+        long,
+        global = true,
+        env = "JOBFLEET_REDIS",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis: String,
+    /// Key prefix, to keep several fleets apart on one Redis.
+    #[arg(long, global = true, env = "JOBFLEET_PREFIX", default_value = "jobfleet")]
+    prefix: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit one job, or one per line of stdin; print each job id.
+    Submit(cmd::submit::Args),
+    /// Wait for jobs to finish: exit 0 if all completed, 1 if any failed, 2 on timeout.
+    Wait(cmd::inspect::WaitArgs),
+    /// Show a job: state, attempts, timings, worker, result or error.
+    Status(cmd::inspect::StatusArgs),
+    /// Cancel jobs: waiting ones at once, running ones through their worker.
+    Cancel(cmd::inspect::CancelArgs),
+    /// Print live events (completed, failed, dead, cancelled, recovered) until Ctrl-C.
+    Events(cmd::events::Args),
+    /// Show queue sizes and counters, and live workers.
+    Stats(cmd::stats::StatsArgs),
+    /// Show live workers.
+    Workers(cmd::stats::WorkersArgs),
+    /// List, retry or purge dead jobs.
+    Dead(cmd::dead::Args),
+}
+
+/// How a command that ran to the end went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything succeeded.
+    Success,
+    /// Some job failed, died or was cancelled.
+    JobsFailed,
+    /// `wait` ran out of time.
+    TimedOut,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the tokio runtime");
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::JobsFailed) => ExitCode::from(1),
+        Ok(Outcome::TimedOut) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let target = connect::Target {
+        url: cli.redis,
+        prefix: cli.prefix,
+    };
+    match cli.command {
+        Command::Submit(args) => cmd::submit::run(&target, args).await,
+        Command::Wait(args) => cmd::inspect::wait(&target, args).await,
+        Command::Status(args) => cmd::inspect::status(&target, args).await,
+        Command::Cancel(args) => cmd::inspect::cancel(&target, args).await,
+        Command::Events(args) => cmd::events::run(&target, args).await,
+        Command::Stats(args) => cmd::stats::stats(&target, args).await,
+        Command::Workers(args) => cmd::stats::workers(&target, args).await,
+        Command::Dead(args) => cmd::dead::run(&target, args).await,
+    }
+}

@@ -1,0 +1,260 @@
+//! End to end: the real `jobfleet` and `jobfleet-worker` binaries against a
+//! private redis-server, as a user would run them.
+
+mod util;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use util::{Fleet, ids};
+
+fn lines(n: usize, make: impl Fn(usize) -> String) -> String {
+    (0..n).map(|i| make(i) + "\n").collect()
+}
+
+#[test]
+fn two_thousand_jobs_from_stdin_complete_exactly_once_on_two_workers() {
+    let mut fleet = Fleet::new();
+    fleet.start_worker(&["--concurrency", "4"]);
+    fleet.start_worker(&["--concurrency", "4"]);
+    let input = lines(2000, |i| format!("{{\"n\": {i}}}"));
+    let run = fleet.jobfleet_stdin(&["submit", "echo", "--stdin", "--wait"], &input);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let submitted = ids(&run.stdout);
+    assert_eq!(submitted.len(), 2000);
+    assert_eq!(
+        submitted.iter().collect::<HashSet<_>>().len(),
+        2000,
+        "ids are unique"
+    );
+    assert!(
+        run.stderr
+            .contains("2000 jobs: 2000 completed, 0 dead, 0 cancelled"),
+        "{}",
+        run.stderr
+    );
+
+    let q = fleet.queue_stats("default");
+    assert_eq!(q["completed"], 2000);
+    assert_eq!(q["submitted"], 2000);
+    // No retries and no recoveries: every job ran exactly once.
+    assert_eq!(
+        (q["retried"].as_u64(), q["recovered"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!((q["pending"].as_u64(), q["active"].as_u64()), (Some(0), Some(0)));
+    let processed: u64 = fleet.stats()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["processed"].as_u64().unwrap())
+        .sum();
+    assert!(processed <= 2000);
+
+    let mut args = vec!["wait", "--timeout", "10s"];
+    args.extend(submitted[..20].iter().map(String::as_str));
+    let wait = fleet.jobfleet(&args);
+    assert_eq!(wait.code, 0, "{}", wait.stderr);
+    assert_eq!(
+        wait.stdout.lines().filter(|l| l.ends_with(" completed")).count(),
+        20
+    );
+
+    let status = fleet.jobfleet(&["status", &submitted[5], "--json"]).json();
+    assert_eq!(
+        (status["state"].as_str(), status["attempts"].as_u64()),
+        (Some("completed"), Some(1))
+    );
+    assert_eq!(status["result"], serde_json::json!({"n": 5}));
+}
+
+#[test]
+fn killing_a_worker_with_sigkill_loses_no_job() {
+    let mut fleet = Fleet::new();
+    let victim = fleet.start_worker(&["--concurrency", "10"]);
+    let victim_pid = fleet.workers[victim].pid() as u64;
+    let input = lines(200, |_| r#"{"ms": 100}"#.to_string());
+    let run = fleet.jobfleet_stdin(&["submit", "sleep", "--stdin"], &input);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let submitted = ids(&run.stdout);
+    fleet.until(Duration::from_secs(20), "the victim to run jobs", |f| {
+        f.queue_stats("default")["active"].as_u64() > Some(0)
+    });
+    fleet.workers[victim].signal("KILL");
+    fleet.workers[victim].wait_exit(Duration::from_secs(5));
+    fleet.start_worker(&["--concurrency", "10"]);
+
+    let mut args = vec!["wait", "--timeout", "60s"];
+    args.extend(submitted.iter().map(String::as_str));
+    let wait = fleet.jobfleet(&args);
+    assert_eq!(wait.code, 0, "stdout: {}\nstderr: {}", wait.stdout, wait.stderr);
+    let q = fleet.queue_stats("default");
+    assert_eq!(q["completed"], 200);
+    assert!(
+        q["recovered"].as_u64() >= Some(1),
+        "the victim's jobs were recovered: {q}"
+    );
+    fleet.until(Duration::from_secs(10), "the dead worker to disappear", |f| {
+        f.stats()["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["pid"].as_u64() != Some(victim_pid))
+    });
+}
+
+#[test]
+fn sigterm_drains_the_worker_which_exits_zero_and_nothing_is_lost() {
+    let mut fleet = Fleet::new();
+    let leaving = fleet.start_worker(&["--concurrency", "8", "--grace", "10s"]);
+    let input = lines(100, |_| r#"{"ms": 200}"#.to_string());
+    let submitted = ids(&fleet
+        .jobfleet_stdin(&["submit", "sleep", "--stdin"], &input)
+        .stdout);
+    assert_eq!(submitted.len(), 100);
+    fleet.until(Duration::from_secs(20), "jobs to start", |f| {
+        f.queue_stats("default")["active"].as_u64() > Some(0)
+    });
+    fleet.workers[leaving].signal("TERM");
+    let code = fleet.workers[leaving].wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "log:\n{}", fleet.workers[leaving].log());
+    assert!(fleet.workers[leaving].log().contains("worker stopped"));
+
+    fleet.start_worker(&["--concurrency", "8"]);
+    let mut args = vec!["wait", "--timeout", "60s"];
+    args.extend(submitted.iter().map(String::as_str));
+    assert_eq!(fleet.jobfleet(&args).code, 0);
+    let q = fleet.queue_stats("default");
+    assert_eq!(
+        (q["completed"].as_u64(), q["recovered"].as_u64()),
+        (Some(100), Some(0))
+    );
+}
+
+#[test]
+fn submit_wait_over_failing_jobs_exits_one_and_names_them() {
+    let mut fleet = Fleet::new();
+    fleet.start_worker(&[]);
+    let input = "{\"message\": \"disk on fire\", \"permanent\": true}\n{\"message\": \"also bad\", \"permanent\": true}\n";
+    let run = fleet.jobfleet_stdin(&["submit", "fail", "--stdin", "--wait"], input);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for id in ids(&run.stdout) {
+        assert!(
+            run.stderr.contains(&id),
+            "the failed job {id} is named: {}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains("dead: disk on fire"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("2 jobs: 0 completed, 2 dead"),
+        "{}",
+        run.stderr
+    );
+
+    let ok = fleet.jobfleet(&["submit", "echo", r#"{"x": 1}"#, "--wait", "--json"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let finished: serde_json::Value = serde_json::from_str(ok.stdout.trim()).unwrap();
+    assert_eq!(
+        (finished["state"].as_str(), &finished["result"]),
+        (Some("completed"), &serde_json::json!({"x": 1}))
+    );
+}
+
+#[test]
+fn cli_errors_say_what_was_wrong_and_exit_non_zero() {
+    let fleet = Fleet::new();
+    let bad_json = fleet.jobfleet(&["submit", "echo", "{oops"]);
+    assert_eq!(bad_json.code, 3);
+    assert!(
+        bad_json.stderr.contains("payload is not valid JSON"),
+        "{}",
+        bad_json.stderr
+    );
+
+    let bad_line = fleet.jobfleet_stdin(&["submit", "echo", "--stdin"], "{\"a\": 1}\n\nnot json\n{}\n");
+    assert_eq!(bad_line.code, 3);
+    assert!(
+        bad_line.stderr.contains("line 3: payload is not valid JSON"),
+        "{}",
+        bad_line.stderr
+    );
+    assert_eq!(
+        ids(&bad_line.stdout).len(),
+        1,
+        "the line before the bad one was submitted"
+    );
+
+    let empty = fleet.jobfleet_stdin(&["submit", "echo", "--stdin"], "");
+    assert_eq!(empty.code, 3);
+    assert!(empty.stderr.contains("stdin had no payloads"), "{}", empty.stderr);
+
+    for args in [
+        &["status", "no-such-job"][..],
+        &["wait", "no-such-job"],
+        &["cancel", "no-such-job"],
+    ] {
+        let run = fleet.jobfleet(args);
+        assert_eq!(run.code, 3, "{args:?}");
+        assert!(
+            run.stderr.contains("no job with id no-such-job"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+
+    let bad_queue = fleet.jobfleet(&["submit", "echo", "--queue", "a b{c}"]);
+    assert_eq!(bad_queue.code, 3);
+    assert!(
+        bad_queue.stderr.contains("invalid queue name"),
+        "{}",
+        bad_queue.stderr
+    );
+
+    let unreachable = std::process::Command::new(util::bin("jobfleet"))
+        .args(["--redis", "redis://127.0.0.1:1", "stats"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        stderr.contains("cannot reach Redis at redis://127.0.0.1:1"),
+        "{stderr}"
+    );
+
+    let too_big = format!("\"{}\"\n", "x".repeat(2 * 1024 * 1024));
+    let big = fleet.jobfleet_stdin(&["submit", "echo", "--stdin"], &too_big);
+    assert_eq!(big.code, 3);
+    assert!(
+        big.stderr
+            .contains("line 1: payload is 2097154 bytes, over the 1048576 byte limit"),
+        "{}",
+        big.stderr
+    );
+}
+
+#[test]
+fn wait_times_out_with_exit_two_and_dead_jobs_can_be_retried() {
+    let mut fleet = Fleet::new();
+    let id = ids(&fleet
+        .jobfleet(&["submit", "fail", r#"{"permanent": true}"#])
+        .stdout)
+    .remove(0);
+    let timed_out = fleet.jobfleet(&["wait", &id, "--timeout", "300ms"]);
+    assert_eq!(timed_out.code, 2, "{}", timed_out.stderr);
+    assert!(timed_out.stderr.contains("timed out"), "{}", timed_out.stderr);
+
+    fleet.start_worker(&[]);
+    assert_eq!(fleet.jobfleet(&["wait", &id]).code, 1);
+    let dead = fleet.jobfleet(&["dead", "list", "--json"]).json();
+    assert_eq!(dead[0]["id"].as_str(), Some(id.as_str()));
+    let retried = fleet.jobfleet(&["dead", "retry", &id]);
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert_eq!(
+        fleet.jobfleet(&["wait", &id]).code,
+        1,
+        "it fails again, permanently"
+    );
+    assert_eq!(fleet.jobfleet(&["dead", "purge"]).code, 0);
+    assert_eq!(fleet.queue_stats("default")["dead"], 0);
+}
