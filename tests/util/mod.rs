@@ -51,6 +51,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Fleet {
     pub redis: RedisServer,
     pub workers: Vec<Worker>,
+    /// Scratch space: the chaos worker's execution log lives here.
+    pub dir: tempfile::TempDir,
 }
 
 /// What `jobfleet` printed and how it exited.
@@ -77,10 +79,20 @@ impl Run {
 
 impl Fleet {
     pub fn new() -> Fleet {
+        Fleet::with_redis(RedisServer::start())
+    }
+
+    pub fn with_redis(redis: RedisServer) -> Fleet {
         Fleet {
-            redis: RedisServer::start(),
+            redis,
             workers: Vec::new(),
+            dir: tempfile::tempdir().expect("scratch dir"),
         }
+    }
+
+    /// Where the chaos worker records executions.
+    pub fn execution_log(&self) -> PathBuf {
+        self.dir.path().join("executions.log")
     }
 
     /// Runs `jobfleet ARGS` to completion.
@@ -108,13 +120,36 @@ impl Fleet {
         Run::from(output)
     }
 
-    /// Starts a worker with short heartbeat and dead-after windows.
+    /// Starts a `jobfleet-worker` with short heartbeat and dead-after windows.
     pub fn start_worker(&mut self, extra: &[&str]) -> usize {
+        self.start(&bin("jobfleet-worker"), extra)
+    }
+
+    /// Starts the chaos worker (built-ins plus misbehaving tasks).
+    pub fn start_chaos_worker(&mut self, extra: &[&str]) -> usize {
+        self.start(&bin("jobfleet-chaos-worker"), extra)
+    }
+
+    /// Starts a worker binary and waits until it has registered.
+    pub fn start(&mut self, program: &std::path::Path, extra: &[&str]) -> usize {
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = Command::new(bin("jobfleet-worker"))
-            .args(["--heartbeat", "100ms", "--dead-after", "1s", "--poll", "200ms"])
+        // Short windows by default; `extra` may override any of them.
+        let mut args: Vec<&str> = Vec::new();
+        for (flag, value) in [
+            ("--heartbeat", "100ms"),
+            ("--dead-after", "1s"),
+            ("--poll", "200ms"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
+        let child = Command::new(program)
+            .args(args)
             .args(extra)
             .env("JOBFLEET_REDIS", self.redis.url())
+            .env("CHAOS_LOG", self.execution_log())
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("reopen log"))
             .spawn()
@@ -220,4 +255,160 @@ pub fn ids(stdout: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect()
+}
+
+impl Fleet {
+    /// Starts `jobfleet ARGS` without waiting for it; `input` goes to stdin.
+    pub fn spawn_jobfleet(&self, args: &[&str], input: &str) -> Child {
+        let mut child = Command::new(bin("jobfleet"))
+            .args(args)
+            .env("JOBFLEET_REDIS", self.redis.url())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jobfleet");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = input.to_string();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        child
+    }
+
+    /// Submits one job per payload line; returns the ids printed.
+    pub fn submit_lines(&self, task: &str, input: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["submit", task, "--stdin"];
+        args.extend_from_slice(extra);
+        let run = self.jobfleet_stdin(&args, input);
+        assert_eq!(run.code, 0, "submit failed: {}", run.stderr);
+        ids(&run.stdout)
+    }
+
+    /// Final states of `ids` (waiting up to `limit`), via `jobfleet wait --json`.
+    pub fn final_states(&self, ids: &[String], limit: Duration) -> std::collections::HashMap<String, Value> {
+        let timeout = format!("{}s", limit.as_secs());
+        let mut states = std::collections::HashMap::new();
+        for chunk in ids.chunks(2000) {
+            let mut args = vec!["wait", "--json", "--timeout", timeout.as_str()];
+            args.extend(chunk.iter().map(String::as_str));
+            let run = self.jobfleet(&args);
+            assert!(
+                run.code == 0 || run.code == 1,
+                "wait failed ({}): {}",
+                run.code,
+                run.stderr
+            );
+            for line in run.stdout.lines() {
+                let v: Value = serde_json::from_str(line).expect("a JSON line");
+                states.insert(v["id"].as_str().unwrap().to_string(), v);
+            }
+        }
+        states
+    }
+
+    /// Executions recorded by the chaos worker's `record` task: id -> count.
+    pub fn executions(&self) -> std::collections::HashMap<String, u32> {
+        let mut runs = std::collections::HashMap::new();
+        let text = std::fs::read_to_string(self.execution_log()).unwrap_or_default();
+        for line in text.lines() {
+            let id = line.split_whitespace().next().expect("an id").to_string();
+            *runs.entry(id).or_insert(0) += 1;
+        }
+        runs
+    }
+
+    /// Replaces every worker process that has exited; returns how many.
+    pub fn replace_exited(&mut self, program: &std::path::Path, extra: &[&str]) -> usize {
+        let mut replaced = 0;
+        for i in 0..self.workers.len() {
+            if let Some(child) = self.workers[i].child.as_mut()
+                && child.try_wait().expect("try_wait").is_some()
+            {
+                self.workers[i].child = None;
+                replaced += 1;
+            }
+        }
+        for _ in 0..replaced {
+            self.start(program, extra);
+        }
+        replaced
+    }
+}
+
+/// The total-queue check, in the spirit of Jepsen's: every acknowledged
+/// submit reached a final state and ran at least once, nothing unexpected
+/// ran, and duplicates are counted.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub submitted: usize,
+    pub completed: usize,
+    pub dead: usize,
+    pub cancelled: usize,
+    /// Submitted but not final (or with no record) at the end.
+    pub lost: Vec<String>,
+    /// Completed without any recorded execution.
+    pub never_ran: Vec<String>,
+    /// Executions of ids that were never submitted.
+    pub unexpected: Vec<String>,
+    /// Executions beyond the first, summed over jobs.
+    pub duplicates: u32,
+}
+
+impl Verdict {
+    pub fn check(fleet: &Fleet, ids: &[String], limit: Duration) -> Verdict {
+        let states = fleet.final_states(ids, limit);
+        let runs = fleet.executions();
+        let mut v = Verdict {
+            submitted: ids.len(),
+            ..Verdict::default()
+        };
+        let submitted: std::collections::HashSet<&String> = ids.iter().collect();
+        for id in ids {
+            match states.get(id).and_then(|s| s["state"].as_str()) {
+                Some("completed") => {
+                    v.completed += 1;
+                    if !runs.contains_key(id) {
+                        v.never_ran.push(id.clone());
+                    }
+                }
+                Some("dead") => v.dead += 1,
+                Some("cancelled") => v.cancelled += 1,
+                _ => v.lost.push(id.clone()),
+            }
+        }
+        for (id, n) in &runs {
+            if !submitted.contains(id) {
+                v.unexpected.push(id.clone());
+            }
+            v.duplicates += n - 1;
+        }
+        eprintln!(
+            "verdict: submitted {}, completed {}, dead {}, cancelled {}, lost {}, never ran {}, unexpected {}, duplicate runs {}",
+            v.submitted,
+            v.completed,
+            v.dead,
+            v.cancelled,
+            v.lost.len(),
+            v.never_ran.len(),
+            v.unexpected.len(),
+            v.duplicates
+        );
+        v
+    }
+
+    /// Nothing lost, nothing unexpected, every completed job ran.
+    pub fn assert_sound(&self) {
+        assert!(self.lost.is_empty(), "lost jobs: {:?}", self.lost);
+        assert!(
+            self.never_ran.is_empty(),
+            "completed but never ran: {:?}",
+            self.never_ran
+        );
+        assert!(
+            self.unexpected.is_empty(),
+            "unexpected executions: {:?}",
+            self.unexpected
+        );
+    }
 }

@@ -41,6 +41,8 @@ struct Cli {
 enum Command {
     /// Submit one job, or one per line of stdin; print each job id.
     Submit(cmd::submit::Args),
+    /// Thumbnail image files and folders: one job per image, every size in it.
+    Thumbnail(cmd::thumbnail::Args),
     /// Wait for jobs to finish: exit 0 if all completed, 1 if any failed, 2 on timeout.
     Wait(cmd::inspect::WaitArgs),
     /// Show a job: state, attempts, timings, worker, result or error.
@@ -55,6 +57,8 @@ enum Command {
     Workers(cmd::stats::WorkersArgs),
     /// List, retry or purge dead jobs.
     Dead(cmd::dead::Args),
+    /// Serve the live web dashboard.
+    Dashboard(cmd::dashboard::Args),
 }
 
 /// How a command that ran to the end went.
@@ -94,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     };
     match cli.command {
         Command::Submit(args) => cmd::submit::run(&target, args).await,
+        Command::Thumbnail(args) => cmd::thumbnail::run(&target, args).await,
         Command::Wait(args) => cmd::inspect::wait(&target, args).await,
         Command::Status(args) => cmd::inspect::status(&target, args).await,
         Command::Cancel(args) => cmd::inspect::cancel(&target, args).await,
@@ -101,5 +106,6 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Stats(args) => cmd::stats::stats(&target, args).await,
         Command::Workers(args) => cmd::stats::workers(&target, args).await,
         Command::Dead(args) => cmd::dead::run(&target, args).await,
+        Command::Dashboard(args) => cmd::dashboard::run(&target, args).await,
     }
 }

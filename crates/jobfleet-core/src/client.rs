@@ -310,6 +310,37 @@ impl Client {
         Err(Error::JobNotFound(id.to_string()))
     }
 
+    /// Finds the queue of each job id (in `queue` when given, else in every
+    /// known queue), a pipelined round trip per queue. Ids with no record
+    /// are left out.
+    pub async fn locate_jobs(&self, ids: &[String], queue: Option<&str>) -> Result<HashMap<String, String>> {
+        for id in ids {
+            validate_job_id(id)?;
+        }
+        let names = match queue {
+            Some(q) => vec![q.to_string()],
+            None => self.queue_names().await?,
+        };
+        let mut found = HashMap::new();
+        for name in names {
+            let keys = self.queue(&name)?.keys().clone();
+            let unknown: Vec<&String> = ids.iter().filter(|id| !found.contains_key(*id)).collect();
+            for chunk in unknown.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    pipe.exists(keys.job(id));
+                }
+                let exists: Vec<bool> = pipe.query_async(&mut self.conn()).await?;
+                for (id, exists) in chunk.iter().zip(exists) {
+                    if exists {
+                        found.insert((*id).clone(), name.clone());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Subscribes to channels and channel patterns. Returns once the first
     /// subscription is confirmed, so anything published after this returns
     /// is delivered.

@@ -327,6 +327,7 @@ impl Queue {
             .arg(policy.dead_retention.as_secs())
             .arg(policy.dead_max_count)
             .arg(policy.dead_retention.as_millis() as u64)
+            .arg(policy.completed_retention.as_secs())
             .invoke_async(&mut self.client.conn())
             .await?;
         match reply[..] {

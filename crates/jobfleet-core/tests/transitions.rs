@@ -109,7 +109,12 @@ async fn a_stale_worker_cannot_ack_or_fail_a_recovered_job() {
     // A zero dead-after window declares every worker dead.
     let recovered = q.recover(Duration::ZERO).await.unwrap();
     assert_eq!((recovered.workers, recovered.requeued), (1, 1));
-    assert_eq!(q.status(&id).await.unwrap().unwrap().state, JobState::Pending);
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Pending, 0),
+        "the lost attempt is not counted"
+    );
 
     q.heartbeat("fresh", true).await.unwrap();
     assert_eq!(q.claim("fresh", 1).await.unwrap()[0].id, id);
@@ -512,4 +517,17 @@ async fn stats_and_find_job_span_every_known_queue() {
     ));
     let stats = client.stats(&[]).await.unwrap();
     assert_eq!(stats.queues.iter().map(|q| q.pending).sum::<u64>(), 2);
+}
+
+#[tokio::test]
+async fn a_job_cancelled_while_its_worker_died_ends_cancelled_not_rerun() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let id = q.submit(echo(1)).await.unwrap().id;
+    q.heartbeat("w", true).await.unwrap();
+    q.claim("w", 1).await.unwrap();
+    assert_eq!(q.cancel(&id).await.unwrap(), CancelOutcome::Cancelling);
+    q.recover(Duration::ZERO).await.unwrap();
+    assert_eq!(q.status(&id).await.unwrap().unwrap().state, JobState::Cancelled);
+    assert_eq!(q.stats().await.unwrap().pending, 0);
 }

@@ -1,10 +1,12 @@
-//! The built-in tasks: `noop`, `echo`, `sleep` and `fail`, for benchmarks,
-//! tests and smoke checks.
+//! The built-in tasks: `thumbnail` (the image pipeline), and `noop`, `echo`,
+//! `sleep` and `fail`, for benchmarks, tests and smoke checks.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use jobfleet_thumbnail::{AllowedDirs, Limits, ThumbnailRequest};
 
 use crate::task::{Registry, TaskError};
 
@@ -44,4 +46,25 @@ pub(crate) fn register(registry: &mut Registry) {
                 TaskError::retry(p.message)
             })
         });
+}
+
+/// Registers `thumbnail`: the payload is a [`ThumbnailRequest`]; paths must
+/// resolve inside `dirs`; the work runs on the blocking pool. Corrupt or
+/// hostile input is a permanent error; only transient I/O is retried.
+pub(crate) fn register_thumbnail(registry: &mut Registry, dirs: AllowedDirs, limits: Limits) {
+    registry.register_blocking("thumbnail", move |_, request: ThumbnailRequest| {
+        jobfleet_thumbnail::thumbnail(&request, &dirs, &limits).map_err(|e| {
+            let message = match &e {
+                jobfleet_thumbnail::ThumbnailError::OutsideAllowedDirs(_) if dirs.is_empty() => {
+                    format!("{e}; this worker allows no folder: start it with --allow-dir DIR")
+                }
+                _ => e.to_string(),
+            };
+            if e.is_permanent() {
+                TaskError::permanent(message)
+            } else {
+                TaskError::retry(message)
+            }
+        })
+    });
 }

@@ -10,6 +10,8 @@
 //! - `claim.rs`: the claim loop (slot first, then claim, then start).
 //! - `runner.rs`: runs one job (timeout, panic, cancel) into an outcome.
 //! - `acker.rs`: writes outcomes back, batching acks.
+//! - [`cli`]: the `jobfleet-worker` command line, reusable by binaries that
+//!   register tasks of their own.
 //! - One module per background loop: `heartbeat.rs`, `recover.rs`,
 //!   `promote.rs`, `listener.rs` (notify and control channels).
 //!
@@ -37,6 +39,7 @@
 mod acker;
 mod builtin;
 mod claim;
+pub mod cli;
 mod heartbeat;
 mod listener;
 mod outage;

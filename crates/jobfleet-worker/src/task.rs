@@ -81,7 +81,9 @@ impl Registry {
         Registry::default()
     }
 
-    /// A registry with the built-in tasks (`noop`, `echo`, `sleep`, `fail`).
+    /// A registry with the built-in tasks `noop`, `echo`, `sleep` and `fail`.
+    /// [`crate::run`] adds `thumbnail` (it needs the configured folders)
+    /// unless the registry already has a task of that name.
     pub fn with_builtins() -> Registry {
         let mut registry = Registry::new();
         crate::builtin::register(&mut registry);
@@ -149,6 +151,11 @@ impl Registry {
         let mut names: Vec<String> = self.tasks.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Whether a task of this name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tasks.contains_key(name)
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Handler> {

@@ -38,8 +38,10 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How often due scheduled jobs are promoted.
     pub promote_interval: Duration,
-    /// Folders file-reading tasks may touch.
+    /// Folders file-reading tasks (thumbnail) may read and write.
     pub allow_dirs: Vec<PathBuf>,
+    /// Decompression-bomb and size limits of the thumbnail task.
+    pub thumbnail_limits: jobfleet_thumbnail::Limits,
     /// Retention, retry and size policy.
     pub policy: Policy,
 }
@@ -58,6 +60,7 @@ impl Config {
             poll_interval: Duration::from_secs(1),
             promote_interval: Duration::from_millis(250),
             allow_dirs: Vec::new(),
+            thumbnail_limits: jobfleet_thumbnail::Limits::default(),
             policy: Policy::default(),
         }
     }
@@ -174,10 +177,15 @@ fn new_worker_id(host: &str) -> String {
 /// the fleet recovers the jobs after the dead-after window.
 pub async fn run(
     config: Config,
-    registry: Registry,
+    mut registry: Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     check(&config)?;
+    if !registry.contains("thumbnail") {
+        let dirs = jobfleet_thumbnail::AllowedDirs::new(&config.allow_dirs)
+            .map_err(|e| WorkerError::Config(format!("--allow-dir: {e}")))?;
+        crate::builtin::register_thumbnail(&mut registry, dirs, config.thumbnail_limits);
+    }
     let options = ConnectOptions {
         prefix: config.prefix.clone(),
         policy: config.policy.clone(),

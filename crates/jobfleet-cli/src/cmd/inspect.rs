@@ -47,26 +47,56 @@ pub struct CancelArgs {
     queue: Option<String>,
 }
 
-/// Finds each job's queue, failing with a clear message for unknown ids.
+/// Finds each job, failing with a clear message for unknown ids.
 async fn locate(client: &Client, ids: &[String], queue: Option<&str>) -> anyhow::Result<Vec<Job>> {
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
         match client.find_job(id, queue).await {
             Ok(job) => jobs.push(job),
-            Err(jobfleet_core::Error::JobNotFound(_)) => bail!(
-                "no job with id {id}{}; check the id (finished jobs are kept for an hour by default)",
-                queue.map(|q| format!(" in queue {q}")).unwrap_or_default()
-            ),
+            Err(jobfleet_core::Error::JobNotFound(_)) => bail!("{}", not_found(id, queue)),
             Err(e) => return Err(e.into()),
         }
     }
     Ok(jobs)
 }
 
+fn not_found(id: &str, queue: Option<&str>) -> String {
+    format!(
+        "no job with id {id}{}; check the id (finished jobs are kept for an hour by default)",
+        queue.map(|q| format!(" in queue {q}")).unwrap_or_default()
+    )
+}
+
+/// The (queue, id) of every job, in one pipelined pass per queue; retried
+/// for a while when Redis is unreachable, since a waiting producer should
+/// ride out a Redis restart.
+async fn locate_for_wait(
+    client: &Client,
+    ids: &[String],
+    queue: Option<&str>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        match client.locate_jobs(ids, queue).await {
+            Ok(found) => break found,
+            Err(jobfleet_core::Error::Redis(e)) if Instant::now() < give_up => {
+                eprintln!("redis unavailable ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    ids.iter()
+        .map(|id| match found.get(id) {
+            Some(q) => Ok((q.clone(), id.clone())),
+            None => bail!("{}", not_found(id, queue)),
+        })
+        .collect()
+}
+
 pub async fn wait(target: &Target, args: WaitArgs) -> anyhow::Result<Outcome> {
     let client = target.connect().await?;
-    let jobs = locate(&client, &args.ids, args.queue.as_deref()).await?;
-    let pairs: Vec<(String, String)> = jobs.iter().map(|j| (j.queue.clone(), j.id.clone())).collect();
+    let pairs = locate_for_wait(&client, &args.ids, args.queue.as_deref()).await?;
     let started = Instant::now();
     let report = client
         .wait(&pairs, args.timeout, |f| {

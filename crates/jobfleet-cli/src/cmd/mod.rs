@@ -1,8 +1,10 @@
 //! One module per command (or family of commands).
 
+pub mod dashboard;
 pub mod dead;
 pub mod events;
 pub mod inspect;
 pub mod stats;
 pub mod submit;
+pub mod thumbnail;
 pub mod track;

@@ -92,6 +92,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
             let report = track::Report {
                 json: args.json,
                 noun: "jobs",
+                labels: None,
             };
             track::wait(&client, events, &jobs, started, report).await
         }

@@ -12,11 +12,13 @@ use crate::Outcome;
 
 /// How to report while waiting.
 #[derive(Debug, Clone, Copy)]
-pub struct Report {
+pub struct Report<'a> {
     /// Print one JSON line per finished job on stdout.
     pub json: bool,
     /// What the jobs are called in the summary ("jobs", "photos").
     pub noun: &'static str,
+    /// A name to show beside a failed job's id (an input file, say).
+    pub labels: Option<&'a std::collections::HashMap<String, String>>,
 }
 
 /// Waits for `jobs` on a subscription opened before they were submitted.
@@ -26,7 +28,7 @@ pub async fn wait(
     events: &mut Subscription,
     jobs: &[(String, String)],
     started: Instant,
-    report: Report,
+    report: Report<'_>,
 ) -> anyhow::Result<Outcome> {
     let total = jobs.len() as u64;
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
@@ -52,9 +54,14 @@ pub async fn wait(
                 _ => dead += 1,
             }
             if f.state != JobState::Completed {
+                let label = report
+                    .labels
+                    .and_then(|l| l.get(&f.id))
+                    .map(|l| format!(" ({l})"));
                 let line = format!(
-                    "{} {}: {}",
+                    "{}{} {}: {}",
                     f.id,
+                    label.unwrap_or_default(),
                     f.state,
                     f.error.as_deref().unwrap_or("(no error recorded)")
                 );

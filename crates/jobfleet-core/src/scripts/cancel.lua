@@ -30,7 +30,7 @@ end
 local now = now_ms()
 local f = redis.call('HMGET', KEYS[4], 'task', 'attempts')
 redis.call('HSET', KEYS[4], 'state', 'cancelled', 'finished_ms', now)
-if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
+if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[4], ARGV[5]) else redis.call('DEL', KEYS[4]) end
 redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
 publish_event(ARGV[2], id, ARGV[4], f[1], 'cancelled', f[2], '', now, nil)
 return 'cancelled'

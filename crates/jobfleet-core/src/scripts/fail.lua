@@ -32,7 +32,7 @@ if f[5] then kind = 'cancelled' end
 if kind == 'cancelled' then
   redis.call('HSET', key, 'state', 'cancelled', 'error', err, 'finished_ms', now)
   redis.call('HDEL', key, 'cancel')
-  if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', key, ARGV[11]) end
+  if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', key, ARGV[11]) else redis.call('DEL', key) end
   redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
   publish_event(ARGV[8], id, ARGV[9], f[1], 'cancelled', attempt, ARGV[1], now, extra)
   return {'cancelled'}

@@ -8,8 +8,11 @@
 -- ARGV[4]  poison-pill cap: a job whose worker died this many times is buried
 -- ARGV[5]  events channel     ARGV[6]  notify channel     ARGV[7] queue name
 -- ARGV[8]  dead retention, s  ARGV[9]  dead max count     ARGV[10] dead max age, ms
+-- ARGV[11] completed/cancelled retention, s (0: delete at once)
 --
--- Recovered jobs go to the claim end of pending (they have waited already).
+-- Recovered jobs go to the claim end of pending (they have waited already);
+-- their interrupted attempt is not counted. A job whose cancellation was
+-- requested ends cancelled instead of running again.
 -- Returns {dead workers removed, jobs requeued, jobs buried}.
 
 local now = now_ms()
@@ -24,8 +27,19 @@ for _, worker in ipairs(stale) do
     local key = ARGV[3] .. id
     if redis.call('EXISTS', key) == 1 then
       local recoveries = redis.call('HINCRBY', key, 'recoveries', 1)
-      local f = redis.call('HMGET', key, 'task', 'attempts')
-      if recoveries >= cap then
+      -- The interrupted attempt reached no outcome: it does not count
+      -- against max_attempts (the poison-pill cap bounds recoveries).
+      local attempts = redis.call('HINCRBY', key, 'attempts', -1)
+      if attempts < 0 then redis.call('HSET', key, 'attempts', 0) end
+      local f = redis.call('HMGET', key, 'task', 'attempts', 'cancel')
+      if f[3] then
+        -- Cancelled while it ran: its worker died before it could stop it.
+        redis.call('HSET', key, 'state', 'cancelled', 'finished_ms', now)
+        redis.call('HDEL', key, 'cancel', 'worker')
+        if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', key, ARGV[11]) else redis.call('DEL', key) end
+        redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
+        publish_event(ARGV[5], id, ARGV[7], f[1], 'cancelled', f[2], worker, now, nil)
+      elseif recoveries >= cap then
         bury(KEYS[3], KEYS[4], key, ARGV[3], id, now,
           'its worker died while running it ' .. recoveries .. ' times (poison-pill cap ' .. cap .. ')',
           ARGV[8], ARGV[9], ARGV[10])

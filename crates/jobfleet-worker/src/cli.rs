@@ -1,0 +1,175 @@
+//! The `jobfleet-worker` command line, reusable: a binary with tasks of its
+//! own calls [`main`] with its registry and gets the same flags, logging and
+//! signal handling as `jobfleet-worker`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Config, Registry};
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use jobfleet_core::Policy;
+
+/// Runs jobs from jobfleet queues in Redis. Run as many as you like, on as
+/// many machines as you like: they share the work through Redis.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Redis URL (redis://, rediss://, redis://user:password@host:port/db).
+    #[arg(long, env = "JOBFLEET_REDIS", default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Key prefix, to keep several fleets apart on one Redis.
+    #[arg(long, env = "JOBFLEET_PREFIX", default_value = "jobfleet")]
+    prefix: String,
+    /// Queue to serve; repeat for several, highest priority first.
+    #[arg(long = "queue", short = 'q', default_value = "default")]
+    queues: Vec<String>,
+    /// Jobs run at once (default: number of CPUs).
+    #[arg(long, short = 'c')]
+    concurrency: Option<usize>,
+    /// A folder file-reading tasks (thumbnail) may read and write; repeatable.
+    #[arg(long = "allow-dir")]
+    allow_dirs: Vec<PathBuf>,
+    /// Thumbnail: largest image canvas accepted, in megapixels (read from the header, before decoding).
+    #[arg(long, default_value_t = 100)]
+    max_megapixels: u64,
+    /// Thumbnail: largest decoded image memory accepted, in MiB.
+    #[arg(long, default_value_t = 256)]
+    max_image_mib: u64,
+    /// Thumbnail: largest input file accepted, in MiB.
+    #[arg(long, default_value_t = 200)]
+    max_input_mib: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// How long running jobs may finish after SIGTERM/SIGINT before they are handed back.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// How often the worker tells the fleet it is alive.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// A worker silent this long is declared dead and its jobs are run elsewhere.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    dead_after: Duration,
+    /// Fallback poll for work when a notification is missed.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    poll: Duration,
+    /// How long completed and cancelled job records are kept (0s: not kept).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    keep_completed: Duration,
+    /// How long dead jobs are kept.
+    #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+    keep_dead: Duration,
+    /// The most dead jobs kept per queue (oldest dropped first).
+    #[arg(long, default_value_t = 100_000)]
+    dead_max: u64,
+    /// Retry backoff base: base * 2^(attempt-1), plus up to 25% jitter.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    backoff: Duration,
+    /// A job whose worker died this many times while running it is buried.
+    #[arg(long, default_value_t = 3)]
+    poison_cap: u32,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses the command line, sets up logging, and runs a worker with
+/// `registry` until SIGINT or SIGTERM (a second signal exits at once).
+/// Exits the process: 0 after a clean shutdown, 1 when the worker could not
+/// start (a clear one-line error on stderr).
+pub fn main(registry: Registry) -> ! {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the tokio runtime");
+    let result = runtime.block_on(serve(args, registry));
+    // Blocking task threads that overran their timeout cannot be joined;
+    // exit without waiting for them.
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
+    let redis = args.redis.clone();
+    let config = Config {
+        redis_url: args.redis,
+        prefix: args.prefix,
+        queues: args.queues,
+        concurrency: args
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get())),
+        heartbeat: args.heartbeat,
+        dead_after: args.dead_after,
+        grace: args.grace,
+        poll_interval: args.poll,
+        promote_interval: Duration::from_millis(250),
+        allow_dirs: args.allow_dirs,
+        thumbnail_limits: jobfleet_thumbnail::Limits {
+            max_pixels: args.max_megapixels * 1_000_000,
+            max_alloc_bytes: args.max_image_mib * 1024 * 1024,
+            max_input_bytes: args.max_input_mib * 1024 * 1024,
+        },
+        policy: Policy {
+            completed_retention: args.keep_completed,
+            dead_retention: args.keep_dead,
+            dead_max_count: args.dead_max,
+            backoff_base: args.backoff,
+            poison_cap: args.poison_cap.max(1),
+            ..Policy::default()
+        },
+    };
+    crate::run(config, registry, shutdown_signal())
+        .await
+        .map_err(|e| match e {
+            crate::WorkerError::Redis(jobfleet_core::Error::Redis(e)) => {
+                anyhow::anyhow!(
+                    "cannot reach Redis at {redis}: {e} (is it running? set --redis or JOBFLEET_REDIS)"
+                )
+            }
+            other => anyhow::Error::new(other),
+        })
+        .context("worker failed to start")
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutdown requested; send the signal again to exit at once");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("second signal: exiting now; unfinished jobs will be recovered by the fleet");
+        std::process::exit(130);
+    });
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,303 @@
+//! Fault injection: the real binaries, a real redis-server, and the faults
+//! a fleet meets in production. Every test ends with the total-queue check
+//! ([`util::Verdict`]): nothing acknowledged is lost.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use jobfleet_testkit::{RedisOptions, RedisServer};
+use util::{Fleet, Verdict, bin};
+
+fn record_jobs(n: usize, ms: impl Fn(usize) -> usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"n\": {i}, \"ms\": {}}}\n", ms(i)))
+        .collect()
+}
+
+/// A small deterministic pseudo-random sequence (no clock, no extra crate).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % below as u64) as usize
+    }
+}
+
+#[test]
+fn sigkill_of_random_workers_every_second_loses_nothing() {
+    let mut fleet = Fleet::new();
+    let worker = bin("jobfleet-chaos-worker");
+    let flags = ["--concurrency", "8"];
+    for _ in 0..3 {
+        fleet.start(&worker, &flags);
+    }
+    let ids = fleet.submit_lines("record", &record_jobs(5000, |i| 2 + i % 8), &[]);
+    assert_eq!(ids.len(), 5000);
+
+    let mut rng = Lcg(42);
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let q = fleet.queue_stats("default");
+        if q["completed"].as_u64().unwrap_or(0) + q["dead"].as_u64().unwrap_or(0) >= 5000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish: {q}");
+        let alive: Vec<usize> = (0..fleet.workers.len())
+            .filter(|&i| fleet.workers[i].child.is_some())
+            .collect();
+        let victim = alive[rng.next(alive.len())];
+        fleet.workers[victim].signal("KILL");
+        fleet.workers[victim].wait_exit(Duration::from_secs(5));
+        kills += 1;
+        fleet.start(&worker, &flags);
+        // The fault cadence itself: roughly one kill a second.
+        std::thread::sleep(Duration::from_millis(700 + rng.next(600) as u64));
+    }
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(60));
+    verdict.assert_sound();
+    assert_eq!(verdict.completed, 5000, "{verdict:?}");
+    eprintln!("{kills} workers killed; {} duplicate runs", verdict.duplicates);
+    assert!(kills >= 1);
+}
+
+#[test]
+fn a_stopped_worker_is_recovered_and_its_late_acks_are_refused() {
+    let mut fleet = Fleet::new();
+    let worker = bin("jobfleet-chaos-worker");
+    let frozen = fleet.start(&worker, &["--concurrency", "4"]);
+    let ids = fleet.submit_lines("record", &record_jobs(4, |_| 1500), &[]);
+    fleet.until(Duration::from_secs(10), "the frozen worker to hold jobs", |f| {
+        f.queue_stats("default")["active"].as_u64() == Some(4)
+    });
+    fleet.workers[frozen].signal("STOP");
+    fleet.start(&worker, &["--concurrency", "4"]);
+    fleet.until(
+        Duration::from_secs(20),
+        "the stopped worker's jobs to be recovered",
+        |f| f.queue_stats("default")["recovered"].as_u64() == Some(4),
+    );
+    fleet.workers[frozen].signal("CONT");
+
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(30));
+    verdict.assert_sound();
+    assert_eq!(verdict.completed, 4);
+    fleet.until(
+        Duration::from_secs(10),
+        "the late acks to be refused and logged",
+        |f| f.workers[frozen].log().matches("outcome refused").count() == 4,
+    );
+    let log = fleet.workers[frozen].log();
+    assert!(log.contains("declared dead"), "{log}");
+    assert_eq!(
+        fleet.queue_stats("default")["completed"],
+        4,
+        "late acks were not applied"
+    );
+}
+
+/// Runs 1,500 jobs through a Redis that goes away for `outage` mid-run
+/// (SIGKILL, then a restart from its append-only file).
+fn redis_outage(outage: Duration) -> (Fleet, Vec<String>) {
+    let redis = RedisServer::start_with(RedisOptions { aof: true });
+    let mut fleet = Fleet::with_redis(redis);
+    for _ in 0..2 {
+        fleet.start_chaos_worker(&["--concurrency", "8", "--dead-after", "3s"]);
+    }
+    let ids = fleet.submit_lines("record", &record_jobs(1500, |_| 5), &[]);
+    let mut args = vec!["wait", "--timeout", "120s"];
+    args.extend(ids.iter().map(String::as_str));
+    let waiter = fleet.spawn_jobfleet(&args, "");
+    fleet.until(Duration::from_secs(30), "some jobs to complete", |f| {
+        f.queue_stats("default")["completed"].as_u64() >= Some(100)
+    });
+    fleet.redis.kill();
+    std::thread::sleep(outage);
+    fleet.redis.restart();
+    let output = waiter.wait_with_output().expect("waiting producer");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the waiting producer reconnected and saw every job complete: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (fleet, ids)
+}
+
+#[test]
+fn a_redis_restart_with_appendfsync_always_loses_no_acknowledged_submit() {
+    let (fleet, ids) = redis_outage(Duration::from_millis(500));
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(30));
+    verdict.assert_sound();
+    assert_eq!(verdict.completed, 1500);
+}
+
+#[test]
+fn redis_gone_for_ten_seconds_workers_back_off_log_once_and_resume() {
+    let (fleet, ids) = redis_outage(Duration::from_secs(10));
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(30));
+    verdict.assert_sound();
+    assert_eq!(verdict.completed, 1500);
+    for worker in &fleet.workers {
+        let log = worker.log();
+        for what in ["claim", "heartbeat", "recover", "promote"] {
+            let warnings = log.matches(&format!("{what}: redis unavailable")).count();
+            assert!(
+                warnings <= 1,
+                "{what} warned {warnings} times for one outage:\n{log}"
+            );
+        }
+        assert!(log.contains("redis unavailable"), "the outage was logged:\n{log}");
+        assert!(
+            log.contains("redis reachable again"),
+            "the recovery was logged:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_to_every_worker_under_load_then_new_workers_lose_nothing() {
+    let mut fleet = Fleet::new();
+    let worker = bin("jobfleet-chaos-worker");
+    for _ in 0..3 {
+        fleet.start(&worker, &["--concurrency", "8", "--grace", "2s"]);
+    }
+    let ids = fleet.submit_lines("record", &record_jobs(1200, |_| 50), &[]);
+    fleet.until(Duration::from_secs(30), "the run to be under way", |f| {
+        f.queue_stats("default")["completed"].as_u64() >= Some(100)
+    });
+    for w in &fleet.workers {
+        w.signal("TERM");
+    }
+    for w in &mut fleet.workers {
+        assert_eq!(w.wait_exit(Duration::from_secs(15)), Some(0), "log:\n{}", w.log());
+    }
+    for _ in 0..2 {
+        fleet.start(&worker, &["--concurrency", "8"]);
+    }
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(60));
+    verdict.assert_sound();
+    assert_eq!(verdict.completed, 1200);
+    let q = fleet.queue_stats("default");
+    assert_eq!(q["recovered"], 0, "work was handed back, not recovered: {q}");
+}
+
+#[test]
+fn panics_hangs_and_poison_pills_end_dead_and_the_fleet_keeps_serving() {
+    let mut fleet = Fleet::new();
+    let worker = bin("jobfleet-chaos-worker");
+    let flags = ["--concurrency", "4", "--backoff", "20ms"];
+    fleet.start(&worker, &flags);
+    fleet.start(&worker, &flags);
+    let submit = |fleet: &Fleet, task: &str, extra: &[&str]| {
+        let mut args = vec!["submit", task];
+        args.extend_from_slice(extra);
+        let run = fleet.jobfleet(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout.trim().to_string()
+    };
+    let panics = submit(&fleet, "panic", &["--max-attempts", "2"]);
+    let hangs = submit(&fleet, "hang", &["--max-attempts", "2", "--timeout", "300ms"]);
+    // Let those end first: the pill takes down whatever runs beside it.
+    let states = fleet.final_states(&[panics.clone(), hangs.clone()], Duration::from_secs(30));
+    assert_eq!(
+        states[&panics]["error"],
+        "task panicked: this handler always panics"
+    );
+    assert_eq!(states[&hangs]["error"], "timed out after 300ms");
+    let pill = submit(&fleet, "crash", &["--max-attempts", "10"]);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = fleet.jobfleet(&["status", &pill, "--json"]).json();
+        if state["state"] == "dead" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the poison pill never died: {state}");
+        fleet.replace_exited(&worker, &flags);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fleet.replace_exited(&worker, &flags);
+    let states = fleet.final_states(
+        &[panics.clone(), hangs.clone(), pill.clone()],
+        Duration::from_secs(30),
+    );
+    let pill_error = states[&pill]["error"].as_str().unwrap();
+    assert!(pill_error.contains("poison-pill cap"), "{pill_error}");
+    for id in [&panics, &hangs, &pill] {
+        assert_eq!(states[id]["state"], "dead");
+    }
+    let after = submit(&fleet, "echo", &[r#"{"still": "serving"}"#]);
+    assert_eq!(fleet.jobfleet(&["wait", &after, "--timeout", "30s"]).code, 0);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_a_final_state_and_the_worker_keeps_serving() {
+    let mut fleet = Fleet::new();
+    fleet.start_worker(&[]);
+    let submit = |task: &str, payload: &str| {
+        let run = fleet.jobfleet(&["submit", task, payload]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout.trim().to_string()
+    };
+    let unknown = submit("no-such-task", "{}");
+    let wrong_shape = submit("sleep", r#"{"seconds": 1}"#);
+    // Records written by hand, as a producer in another language might.
+    fleet
+        .redis
+        .cmd("HSET jobfleet:{default}:job:by-hand task echo payload notjson state pending");
+    fleet
+        .redis
+        .cmd("HSET jobfleet:{default}:job:no-task state pending");
+    fleet
+        .redis
+        .cmd("LPUSH jobfleet:{default}:pending by-hand no-task");
+    fleet.redis.cmd("SADD jobfleet:queues default");
+    fleet.redis.cmd("PUBLISH jobfleet:{default}:notify 2");
+    let ok = submit("echo", r#"{"fine": true}"#);
+
+    let ids = [
+        unknown.clone(),
+        wrong_shape.clone(),
+        "by-hand".into(),
+        "no-task".into(),
+        ok.clone(),
+    ];
+    let states = fleet.final_states(&ids, Duration::from_secs(30));
+    let error = |id: &str| states[id]["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error(&unknown).starts_with("unknown task 'no-such-task': this worker runs echo, fail, noop, sleep")
+    );
+    assert!(error(&wrong_shape).contains("payload does not fit task 'sleep': unknown field `seconds`"));
+    assert!(
+        error("by-hand").starts_with("payload is not valid JSON"),
+        "{}",
+        error("by-hand")
+    );
+    assert_eq!(error("no-task"), "job record has no task name");
+    for id in &ids[..4] {
+        assert_eq!(states[id]["state"], "dead", "{id}");
+    }
+    assert_eq!(states[&ok]["state"], "completed");
+
+    // A worker refuses a queue name that would break the key schema.
+    let bad = std::process::Command::new(bin("jobfleet-worker"))
+        .args(["--queue", "bad{queue}", "--redis", &fleet.redis.url()])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid queue name \"bad{queue}\""));
+    let unreachable = std::process::Command::new(bin("jobfleet-worker"))
+        .args(["--redis", "redis://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach Redis at redis://127.0.0.1:1")
+    );
+}

@@ -1,0 +1,178 @@
+//! End to end: `jobfleet thumbnail DIR --wait` with a real worker and a real
+//! redis-server, on good images and hostile ones.
+
+mod util;
+
+use std::path::Path;
+
+use image::{ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+use util::Fleet;
+
+/// A photo-like image: gradients, so the encoders have something to do.
+fn photo(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    })
+}
+
+/// The standard CRC-32 of PNG chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A valid PNG whose header claims a 60000 x 60000 canvas.
+fn bomb_png(path: &Path) {
+    let mut bytes = Vec::new();
+    RgbImage::new(4, 4)
+        .write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)
+        .unwrap();
+    // IHDR data starts at byte 16: width, height (big-endian), then fields.
+    bytes[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn dimensions(path: &Path) -> (u32, u32) {
+    image::image_dimensions(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn thumbnail_a_folder_with_good_and_hostile_images() {
+    let mut fleet = Fleet::new();
+    let root = fleet.dir.path().canonicalize().unwrap();
+    let photos = root.join("photos");
+    let out = root.join("thumbs");
+    std::fs::create_dir_all(photos.join("sub")).unwrap();
+    photo(800, 600).save(photos.join("landscape.jpg")).unwrap();
+    RgbaImage::from_fn(300, 500, |x, _| Rgba([255, 0, 0, (x % 256) as u8]))
+        .save(photos.join("sub/portrait.png"))
+        .unwrap();
+    photo(40, 30).save(photos.join("tiny.png")).unwrap();
+    // Hostile: truncated JPEG, empty file, not an image, a bomb, an escape.
+    let mut jpeg = Vec::new();
+    photo(64, 64)
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::write(photos.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(photos.join("empty.png"), b"").unwrap();
+    std::fs::write(photos.join("notes.jpg"), b"this is not an image at all").unwrap();
+    bomb_png(&photos.join("bomb.png"));
+    let secret = tempfile::tempdir().unwrap();
+    photo(10, 10).save(secret.path().join("secret.png")).unwrap();
+    std::os::unix::fs::symlink(secret.path().join("secret.png"), photos.join("escape.png")).unwrap();
+
+    fleet.start_worker(&["--allow-dir", root.to_str().unwrap(), "--concurrency", "2"]);
+    let run = fleet.jobfleet(&[
+        "thumbnail",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "64",
+        "--size",
+        "200",
+        "--wait",
+    ]);
+    assert_eq!(
+        run.code, 1,
+        "hostile images fail, so the exit is 1: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("8 photos: 3 completed, 5 dead"),
+        "{}",
+        run.stderr
+    );
+    for reason in [
+        "bomb.png) dead: image is 60000x60000 (3600 megapixels), over the 100 megapixel limit",
+        "empty.png) dead: input file is empty",
+        "notes.jpg) dead: input is not a supported image",
+        "truncated.jpg) dead: corrupt jpeg data",
+        "escape.png) dead: path",
+    ] {
+        assert!(
+            run.stderr.contains(reason),
+            "missing reason {reason:?}:\n{}",
+            run.stderr
+        );
+    }
+
+    // Aspect kept, longest side = size, never enlarged, folders mirrored.
+    assert_eq!(dimensions(&out.join("landscape_200.jpg")), (200, 150));
+    assert_eq!(dimensions(&out.join("landscape_64.jpg")), (64, 48));
+    assert_eq!(dimensions(&out.join("sub/portrait_200.jpg")), (120, 200));
+    assert_eq!(dimensions(&out.join("tiny_200.jpg")), (40, 30));
+    assert!(!out.join("escape_64.jpg").exists());
+
+    // The result describes the input and every output.
+    let ids: Vec<String> = fleet
+        .jobfleet(&["dead", "list", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5, "each hostile image is dead, none retried");
+
+    // The worker keeps serving: a PNG run after the hostile ones succeeds.
+    let again = fleet.jobfleet(&[
+        "thumbnail",
+        photos.join("landscape.jpg").to_str().unwrap(),
+        "--out",
+        root.join("png").to_str().unwrap(),
+        "--format",
+        "png",
+        "--wait",
+    ]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(dimensions(&root.join("png/landscape_256.png")), (256, 192));
+}
+
+#[test]
+fn thumbnail_refuses_output_outside_the_allowed_folders_and_bad_arguments() {
+    let mut fleet = Fleet::new();
+    let root = fleet.dir.path().canonicalize().unwrap();
+    let allowed = root.join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    photo(100, 100).save(allowed.join("a.jpg")).unwrap();
+    fleet.start_worker(&["--allow-dir", allowed.to_str().unwrap()]);
+    let run = fleet.jobfleet(&[
+        "thumbnail",
+        allowed.join("a.jpg").to_str().unwrap(),
+        "--out",
+        root.join("elsewhere").to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("outside"), "{}", run.stderr);
+    assert!(
+        !root.join("elsewhere").exists(),
+        "a refused output folder is not created"
+    );
+
+    let missing = fleet.jobfleet(&["thumbnail", "/no/such/folder", "--out", "/tmp/x"]);
+    assert_eq!(missing.code, 3);
+    assert!(
+        missing.stderr.contains("cannot read /no/such/folder"),
+        "{}",
+        missing.stderr
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let none = fleet.jobfleet(&["thumbnail", empty.path().to_str().unwrap(), "--out", "/tmp/x"]);
+    assert_eq!(none.code, 3);
+    assert!(none.stderr.contains("no image files found"), "{}", none.stderr);
+}
