@@ -258,3 +258,78 @@ fn wait_times_out_with_exit_two_and_dead_jobs_can_be_retried() {
     assert_eq!(fleet.jobfleet(&["dead", "purge"]).code, 0);
     assert_eq!(fleet.queue_stats("default")["dead"], 0);
 }
+
+/// GET a path over plain HTTP/1.1; returns the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_worker_serves_prometheus_metrics_of_what_it_ran() {
+    let mut fleet = Fleet::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    fleet.start_worker(&["--metrics", &addr]);
+    let input = lines(50, |i| format!("{{\"n\": {i}}}"));
+    assert_eq!(
+        fleet
+            .jobfleet_stdin(&["submit", "echo", "--stdin", "--wait"], &input)
+            .code,
+        0
+    );
+    let failing = fleet.jobfleet(&["submit", "fail", r#"{"permanent": true}"#, "--wait"]);
+    assert_eq!(failing.code, 1);
+
+    let body = http_get(port, "/metrics");
+    let mut samples = std::collections::HashMap::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        samples.insert(series.to_string(), value);
+    }
+    let get = |prefix: &str, needles: &[&str]| {
+        samples
+            .iter()
+            .filter(|(s, _)| s.starts_with(prefix) && needles.iter().all(|n| s.contains(n)))
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    assert_eq!(
+        get("jobfleet_jobs_total", &["task=\"echo\"", "outcome=\"completed\""]),
+        50.0,
+        "{body}"
+    );
+    assert_eq!(
+        get("jobfleet_jobs_total", &["task=\"fail\"", "outcome=\"dead\""]),
+        1.0
+    );
+    assert_eq!(
+        get("jobfleet_job_duration_seconds_count", &["task=\"echo\""]),
+        50.0
+    );
+    assert!(get("jobfleet_claim_batch_size_count", &[]) >= 1.0);
+    assert!(get("jobfleet_redis_call_seconds_count", &["op=\"ack\""]) >= 1.0);
+    assert!(samples.contains_key("jobfleet_jobs_in_flight"));
+}

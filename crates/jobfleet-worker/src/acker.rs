@@ -63,10 +63,16 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<
                     Outcome::Failed(..) => unreachable!("only completions are grouped"),
                 })
                 .collect();
+            let started = std::time::Instant::now();
             let applied = q.ack(worker, &results).await?;
+            crate::metrics::redis_call("ack", started.elapsed());
             for (&i, applied) in indices.iter().zip(applied) {
                 written[i] = true;
-                if !applied {
+                let job = &batch[i].job;
+                if applied {
+                    crate::metrics::job_finished(&job.queue, &job.task, "completed");
+                } else {
+                    crate::metrics::job_finished(&job.queue, &job.task, "refused");
                     refused(&batch[i]);
                 }
             }
@@ -74,8 +80,17 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<
         for (i, done) in batch.iter().enumerate() {
             let Outcome::Failed(kind, message) = &done.outcome else { continue };
             let q = queue_handle(shared, &done.job.queue)?;
+            let started = std::time::Instant::now();
             let outcome = q.fail(&done.worker, &done.job.id, message, *kind).await?;
+            crate::metrics::redis_call("fail", started.elapsed());
             written[i] = true;
+            let label = match outcome {
+                FailOutcome::Scheduled { .. } => "retried",
+                FailOutcome::Dead => "dead",
+                FailOutcome::Cancelled => "cancelled",
+                FailOutcome::Stale => "refused",
+            };
+            crate::metrics::job_finished(&done.job.queue, &done.job.task, label);
             let (id, task, attempt) = (&done.job.id, &done.job.task, done.job.attempt);
             match outcome {
                 FailOutcome::Scheduled { .. } => {

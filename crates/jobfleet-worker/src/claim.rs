@@ -48,6 +48,7 @@ pub(crate) async fn run(
         match claim(shared, permits.len()).await {
             Ok((worker, claimed)) if !claimed.is_empty() => {
                 outage.ok();
+                crate::metrics::claim_batch(claimed.len());
                 for (job, permit) in claimed.into_iter().zip(permits) {
                     let cancel = tokio_util::sync::CancellationToken::new();
                     shared
@@ -55,13 +56,15 @@ pub(crate) async fn run(
                         .lock()
                         .expect("poisoned")
                         .insert(job.id.clone(), cancel.clone());
-                    shared.active.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::in_flight(shared.active.fetch_add(1, Ordering::Relaxed) + 1);
                     let (shared, done, hand_back, worker) =
                         (shared.clone(), done.clone(), hand_back.clone(), worker.clone());
                     jobs.spawn(async move {
+                        let started = std::time::Instant::now();
                         let outcome = runner::run(&shared.registry, &job, cancel, hand_back).await;
+                        crate::metrics::job_duration(&job.queue, &job.task, started.elapsed());
                         shared.running.lock().expect("poisoned").remove(&job.id);
-                        shared.active.fetch_sub(1, Ordering::Relaxed);
+                        crate::metrics::in_flight(shared.active.fetch_sub(1, Ordering::Relaxed) - 1);
                         if let Some(outcome) = outcome {
                             shared.processed.fetch_add(1, Ordering::Relaxed);
                             let _ = done.send(Done { worker, job, outcome });
@@ -106,7 +109,9 @@ async fn claim(shared: &Shared, n: usize) -> jobfleet_core::Result<(String, Vec<
     let worker = shared.id();
     let mut claimed = Vec::new();
     for q in &shared.queues {
+        let started = std::time::Instant::now();
         claimed.extend(q.claim(&worker, n - claimed.len()).await?);
+        crate::metrics::redis_call("claim", started.elapsed());
         if claimed.len() == n {
             break;
         }

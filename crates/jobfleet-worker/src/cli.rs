@@ -39,6 +39,9 @@ struct Args {
     /// Thumbnail: largest input file accepted, in MiB.
     #[arg(long, default_value_t = 200)]
     max_input_mib: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -102,6 +105,10 @@ pub fn main(registry: Registry) -> ! {
 
 async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
     let redis = args.redis.clone();
+    if let Some(addr) = args.metrics {
+        crate::metrics::install(addr).map_err(anyhow::Error::msg)?;
+        tracing::info!("serving metrics at http://{addr}/metrics");
+    }
     let config = Config {
         redis_url: args.redis,
         prefix: args.prefix,

@@ -12,6 +12,7 @@
 //! - `acker.rs`: writes outcomes back, batching acks.
 //! - [`cli`]: the `jobfleet-worker` command line, reusable by binaries that
 //!   register tasks of their own.
+//! - [`metrics`]: Prometheus series (`--metrics ADDR`).
 //! - One module per background loop: `heartbeat.rs`, `recover.rs`,
 //!   `promote.rs`, `listener.rs` (notify and control channels).
 //!
@@ -42,6 +43,7 @@ mod claim;
 pub mod cli;
 mod heartbeat;
 mod listener;
+pub mod metrics;
 mod outage;
 mod promote;
 mod recover;

@@ -23,6 +23,7 @@ impl Outage {
     /// Records a failure; returns how long to wait before the next try.
     pub(crate) fn failed(&mut self, error: &jobfleet_core::Error) -> Duration {
         if !self.down {
+            crate::metrics::outage(self.what);
             tracing::warn!(%error, "{}: redis unavailable; retrying with backoff", self.what);
             self.down = true;
         } else {
