@@ -2,9 +2,10 @@
 //! that misbehave on purpose, built with the worker library the way a user
 //! builds a worker of their own.
 //!
-//! - `record` `{"n": N, "ms": M}`: sleeps M ms, then appends "<job id> <N>"
-//!   to the file named by `CHAOS_LOG` (one O_APPEND write per line), so the
-//!   checker sees every execution that ran to its end.
+//! - `record` `{"n": N, "ms": M, "fail": null|"retry"|"permanent"}`: sleeps
+//!   M ms, appends "<job id> <N>" to the file named by `CHAOS_LOG` (one
+//!   O_APPEND write per line), so the checker sees every execution that ran
+//!   to its end; then fails if asked to.
 //! - `panic`: the handler panics.
 //! - `hang`: never returns (the job's timeout must end it).
 //! - `crash`: aborts the whole worker process (a poison pill).
@@ -21,6 +22,8 @@ struct Record {
     n: u64,
     #[serde(default)]
     ms: u64,
+    #[serde(default)]
+    fail: Option<String>,
 }
 
 fn main() {
@@ -36,7 +39,11 @@ fn main() {
                 .map_err(|e| jobfleet_worker::TaskError::retry(e.to_string()))?;
             file.write_all(format!("{} {}\n", ctx.id, p.n).as_bytes())
                 .map_err(|e| jobfleet_worker::TaskError::retry(e.to_string()))?;
-            Ok(p.n)
+            match p.fail.as_deref() {
+                Some("permanent") => Err(jobfleet_worker::TaskError::permanent("failed on purpose")),
+                Some(_) => Err(jobfleet_worker::TaskError::retry("failed on purpose")),
+                None => Ok(p.n),
+            }
         })
         .register("panic", |_, _: Value| async move {
             if std::env::var_os("CHAOS_NEVER").is_none() {
