@@ -102,22 +102,8 @@ impl Fleet {
 
     /// Runs `jobfleet ARGS` with `input` on stdin.
     pub fn jobfleet_stdin(&self, args: &[&str], input: &str) -> Run {
-        let mut child = Command::new(bin("jobfleet"))
-            .args(args)
-            .env("JOBFLEET_REDIS", self.redis.url())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn jobfleet");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let input = input.to_string();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(input.as_bytes());
-        });
-        let output = child.wait_with_output().expect("wait for jobfleet");
-        writer.join().unwrap();
-        Run::from(output)
+        let child = self.spawn_jobfleet(args, input);
+        Run::from(child.wait_with_output().expect("wait for jobfleet"))
     }
 
     /// Starts a `jobfleet-worker` with short heartbeat and dead-after windows.

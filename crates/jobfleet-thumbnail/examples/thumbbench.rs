@@ -1,4 +1,4 @@
-//! Benchmark driver for `scripts/bench-thumbnail-pipeline.sh`: generates a photo-like corpus and times the pipeline on N threads.
+//! Benchmark driver for `scripts/bench-thumbnail.sh`: generates a photo-like corpus and times the pipeline on N threads.
 //!
 //! ```text
 //! thumbbench gen DIR                 writes DIR/{jpeg12,jpeg24,png1080,webp1080}/ (deterministic)

@@ -124,26 +124,19 @@ impl Registry {
         F: Fn(JobContext, P) -> Result<R, TaskError> + Send + Sync + 'static,
     {
         let handler = Arc::new(handler);
-        let task = name.to_string();
-        self.tasks.insert(
-            name.to_string(),
-            Arc::new(move |ctx, payload| {
-                let handler = handler.clone();
-                let task = task.clone();
-                Box::pin(async move {
-                    let payload = parse_payload::<P>(&task, payload)?;
-                    match tokio::task::spawn_blocking(move || handler(ctx, payload)).await {
-                        Ok(result) => to_json(result?),
-                        Err(e) if e.is_panic() => Err(TaskError::retry(format!(
-                            "task panicked: {}",
-                            crate::runner::panic_message(e.into_panic())
-                        ))),
-                        Err(e) => Err(TaskError::retry(format!("task was stopped: {e}"))),
-                    }
-                })
-            }),
-        );
-        self
+        self.register(name, move |ctx, payload: P| {
+            let handler = handler.clone();
+            async move {
+                match tokio::task::spawn_blocking(move || handler(ctx, payload)).await {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => Err(TaskError::retry(format!(
+                        "task panicked: {}",
+                        crate::runner::panic_message(e.into_panic())
+                    ))),
+                    Err(e) => Err(TaskError::retry(format!("task was stopped: {e}"))),
+                }
+            }
+        })
     }
 
     /// The registered task names, sorted.

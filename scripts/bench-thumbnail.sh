@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Benchmarks the jobfleet-thumbnail pipeline against libvips' vipsthumbnail, side by side,
-# on one generated photo-like corpus, at the same parallelism.
+# Benchmarks jobfleet's thumbnailing against libvips' vipsthumbnail, side by
+# side, on one generated photo-like corpus, at the same parallelism, three ways:
+#   jobfleet e2e   a private redis-server, one jobfleet-worker with
+#                  --concurrency THREADS, and `jobfleet thumbnail DIR --wait`
+#                  (submit, claim, decode, resize, encode, write, ack, wait);
+#   pipeline       the jobfleet-thumbnail crate alone, THREADS threads;
+#   vipsthumbnail  THREADS processes.
 #
-#   scripts/bench-thumbnail-pipeline.sh            # THREADS = nproc
-#   THREADS=1 ROUNDS=5 scripts/bench-thumbnail-pipeline.sh
+#   scripts/bench-thumbnail.sh            # THREADS = nproc
+#   THREADS=1 ROUNDS=5 scripts/bench-thumbnail.sh
 #
 # Both sides run THREADS jobs at a time, each job single-threaded, as a worker
 # with --concurrency THREADS would: the crate as THREADS threads in one
@@ -26,15 +31,31 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 need_apt=()
 command -v vipsthumbnail >/dev/null || need_apt+=(libvips-tools)
 [ -x /usr/bin/time ] || need_apt+=(time)
+command -v bc >/dev/null || need_apt+=(bc)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing ${need_apt[*]} with apt-get (needed for the comparison)" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-echo "building thumbbench (release)" >&2
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --example thumbbench -p jobfleet-thumbnail)
+echo "building thumbbench, jobfleet and jobfleet-worker (release)" >&2
+(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --example thumbbench -p jobfleet-thumbnail \
+    -p jobfleet-cli -p jobfleet-worker)
 BIN=$TARGET/release/examples/thumbbench
+JOBFLEET=$TARGET/release/jobfleet
+WORKER=$TARGET/release/jobfleet-worker
+
+# A private redis-server for the end-to-end runs, stopped on exit.
+port=6400
+while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+mkdir -p "$WORK"
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+WORKER_PID=""
+trap 'kill $WORKER_PID $REDIS_PID 2>/dev/null || true' EXIT
+export JOBFLEET_REDIS=redis://127.0.0.1:$port
+until "$JOBFLEET" stats >/dev/null 2>&1; do sleep 0.1; done
 
 CORPUS=$WORK/corpus
 if [ ! -f "$CORPUS/.complete" ]; then
@@ -54,6 +75,37 @@ run_ours() {
     seconds=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' "$WORK/ours.txt")
     read -r rss user sys <<<"$(tail -n1 "$WORK/rss-ours")"
     echo "$seconds $(echo "$user + $sys" | bc -l) $rss"
+}
+
+# Prints "wall_seconds cpu_seconds peak_rss_kib" for jobfleet end to end on
+# one set: the worker's CPU time over the run and its peak RSS since it started.
+run_e2e() {
+    local src=$1 out=$WORK/out-e2e
+    rm -rf "$out"
+    local cpu0 start end
+    cpu0=$(worker_cpu)
+    start=$(date +%s.%N)
+    "$JOBFLEET" thumbnail "$src" --out "$out" --size "$SIZE" --quality "$QUALITY" --wait >/dev/null 2>"$WORK/e2e.txt" ||
+        { cat "$WORK/e2e.txt" >&2; exit 1; }
+    end=$(date +%s.%N)
+    local rss
+    rss=$(awk '/VmHWM/ {print $2}' "/proc/$WORKER_PID/status")
+    echo "$(echo "$end - $start" | bc -l) $(echo "$(worker_cpu) - $cpu0" | bc -l) $rss"
+}
+
+# The worker's user+system CPU seconds so far.
+worker_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$WORKER_PID/stat"
+}
+
+start_worker() {
+    "$WORKER" --concurrency "$THREADS" --allow-dir "$WORK" 2>"$WORK/worker.log" &
+    WORKER_PID=$!
+    until "$JOBFLEET" workers --json | grep -q "\"pid\": $WORKER_PID"; do sleep 0.1; done
+}
+
+stop_worker() {
+    kill -TERM "$WORKER_PID" && wait "$WORKER_PID" || true
 }
 
 # Prints "wall_seconds cpu_seconds peak_rss_kib" for vipsthumbnail on one set.
@@ -94,29 +146,31 @@ best_of() {
     echo "$best"
 }
 
-command -v bc >/dev/null || { echo "bc is required" >&2; exit 1; }
-
 echo
-echo "jobfleet-thumbnail vs vipsthumbnail $(vipsthumbnail --vips-version 2>/dev/null | head -n1 || true)"
+echo "jobfleet vs vipsthumbnail $(vipsthumbnail --vips-version 2>/dev/null | head -n1 || true)"
 echo "$(nproc) cores, $THREADS jobs at a time, -> ${SIZE}px JPEG q$QUALITY, best of $ROUNDS"
-printf '%-9s %-6s %-14s %9s %14s %13s %9s %10s\n' set photos tool photos/s wall_ms/photo cpu_ms/photo peak_MiB vips/ours
+printf '%-9s %-6s %-14s %9s %14s %13s %9s %10s\n' set photos tool photos/s wall_ms/photo cpu_ms/photo peak_MiB vs_vips
 for set in jpeg12 jpeg24 png1080 webp1080; do
     src=$CORPUS/$set
     n=$(find "$src" -maxdepth 1 -type f | wc -l)
-    cat "$src"/* >/dev/null # page cache warm for both sides
+    cat "$src"/* >/dev/null # page cache warm for every side
+    start_worker
+    read -r e2e_s e2e_cpu e2e_rss <<<"$(best_of run_e2e "$src")"
+    stop_worker
     read -r ours_s ours_cpu ours_rss <<<"$(best_of run_ours "$src")"
     read -r vips_s vips_cpu vips_rss <<<"$(best_of run_vips "$src")"
-    for tool in ours vips; do
-        if [ $tool = ours ]; then
-            s=$ours_s cpu=$ours_cpu rss=$ours_rss name=jobfleet ratio=""
-        else
-            s=$vips_s cpu=$vips_cpu rss=$vips_rss name=vipsthumbnail
-            ratio=$(printf '%.2fx' "$(echo "$vips_s / $ours_s" | bc -l)")
-        fi
+    for tool in e2e ours vips; do
+        case $tool in
+            e2e) s=$e2e_s cpu=$e2e_cpu rss=$e2e_rss name="jobfleet e2e" ;;
+            ours) s=$ours_s cpu=$ours_cpu rss=$ours_rss name="pipeline" ;;
+            vips) s=$vips_s cpu=$vips_cpu rss=$vips_rss name="vipsthumbnail" ;;
+        esac
+        ratio=$(printf '%.2fx' "$(echo "$vips_s / $s" | bc -l)")
         # wall_ms/photo is per core: wall time x jobs at a time / photos.
         printf '%-9s %-6s %-14s %9.1f %14.1f %13.1f %9.1f %10s\n' "$set" "$n" "$name" \
             "$(echo "$n / $s" | bc -l)" "$(echo "$s * $THREADS * 1000 / $n" | bc -l)" \
             "$(echo "$cpu * 1000 / $n" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$ratio"
     done
 done
-echo "vips/ours: vipsthumbnail wall time / jobfleet wall time (above 1 = jobfleet faster)"
+echo "vs_vips: vipsthumbnail wall time / this row's wall time (above 1 = faster than vips)."
+echo "jobfleet e2e peak_MiB is the whole worker process (all $THREADS concurrent jobs)."
