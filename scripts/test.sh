@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The whole check: formatting, lints, and every test (unit, Redis-backed
-# integration, end-to-end with the real binaries). Installs redis-server when
-# it is missing. Usage: scripts/test.sh
+# integration, end-to-end with the real binaries, the dashboard in headless
+# Chromium). Installs what the tests need when it is missing: redis-server
+# and chromium, from Debian's packages. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server is missing; installing Debian's redis-server package"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages the tests need: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== cargo fmt --check"

@@ -1,0 +1,273 @@
+//! The HTTP routes: the page and its embedded assets, the live stream, job
+//! detail and cancel, dead letters, `/metrics` and `/healthz`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use jobfleet_core::{CancelOutcome, Client, Error};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::guard;
+use crate::hub::{Hub, Push};
+use crate::prometheus::Exporter;
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+
+/// The dead letters a page lists at most.
+const DEAD_LIST_MAX: usize = 1000;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub client: Client,
+    pub hub: Arc<Hub>,
+    pub exporter: Arc<Exporter>,
+    /// Cancelled on shutdown: open streams end so the server can drain.
+    pub stop: CancellationToken,
+    /// The page, with the token in its asset URLs when one is set.
+    pub index: Arc<str>,
+    pub token: Option<Arc<str>>,
+}
+
+/// Every route, behind the guard.
+pub(crate) fn router(state: AppState) -> Router {
+    let token = state.token.clone();
+    Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
+        .route("/app.css", get(|| asset("text/css; charset=utf-8", APP_CSS)))
+        .route("/api/stream", get(stream))
+        .route("/api/stats", get(stats))
+        .route("/api/jobs/{id}", get(job))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/queues/{queue}/dead", get(dead_list))
+        .route("/api/queues/{queue}/dead/retry", post(dead_retry))
+        .route("/api/queues/{queue}/dead/purge", post(dead_purge))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(token, guard::guard))
+}
+
+/// The page's HTML. The browser fetches its script and style sheet itself,
+/// so when a token is required their URLs must carry it.
+pub(crate) fn index_html(token: Option<&str>) -> String {
+    let query = match token {
+        Some(token) => format!(
+            "?token={}",
+            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        ),
+        None => String::new(),
+    };
+    // Percent-encoded, the query holds no character HTML would interpret.
+    INDEX_HTML.replace("{{asset_query}}", &query)
+}
+
+async fn index(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        state.index.to_string(),
+    )
+        .into_response()
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The live stream: a snapshot (latest stats, throughput history, recent
+/// events), then every `stats`, `events` and `resync` message as it comes.
+async fn stream(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let (rx, snapshot) = state.hub.join();
+    let stop = state.stop.clone();
+    let stream =
+        futures_util::stream::unfold((Some(snapshot), rx, stop), |(first, mut rx, stop)| async move {
+            if let Some(push) = first {
+                return Some((sse(&push), (None, rx, stop)));
+            }
+            let push = tokio::select! {
+                next = rx.recv() => match next {
+                    Ok(push) => push,
+                    // This page fell behind: it gets the next message, and
+                    // the next stats tick brings it up to date.
+                    Err(RecvError::Lagged(n)) => Push {
+                        kind: "lagged",
+                        data: Arc::from(json!({ "skipped": n }).to_string()),
+                    },
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = stop.cancelled() => return None,
+            };
+            Some((sse(&push), (None, rx, stop)))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn sse(push: &Push) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().event(push.kind).data(&*push.data))
+}
+
+/// A failure as a JSON `{"error": …}` response.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::JobNotFound(_) => StatusCode::NOT_FOUND,
+            Error::InvalidJobId(_) | Error::InvalidQueueName(_) => StatusCode::BAD_REQUEST,
+            Error::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(state.client.stats(&[]).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct InQueue {
+    queue: Option<String>,
+}
+
+async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<InQueue>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.client.find_job(&id, q.queue.as_deref()).await?).into_response())
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<InQueue>,
+) -> Result<Response, ApiError> {
+    let queue = match q.queue {
+        Some(queue) => queue,
+        None => state.client.find_job(&id, None).await?.queue,
+    };
+    let outcome = state.client.queue(&queue)?.cancel(&id).await?;
+    let body = match outcome {
+        CancelOutcome::Cancelled => json!({ "outcome": "cancelled" }),
+        CancelOutcome::Cancelling => json!({ "outcome": "cancelling" }),
+        CancelOutcome::AlreadyFinal(s) => json!({ "outcome": "already_final", "state": s }),
+        CancelOutcome::NotFound => return Err(Error::JobNotFound(id).into()),
+    };
+    Ok(Json(body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn dead_list(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    Query(q): Query<Limit>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, DEAD_LIST_MAX);
+    Ok(Json(state.client.queue(&queue)?.dead_list(limit).await?).into_response())
+}
+
+/// Which dead jobs an action is for: the listed ids, or every one with
+/// `"all": true` (an empty list alone is refused, so a bug in a caller never
+/// empties the dead set).
+#[derive(Debug, Deserialize)]
+struct DeadSelection {
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+impl DeadSelection {
+    fn ids(self) -> Result<Vec<String>, ApiError> {
+        match (self.all, self.ids.is_empty()) {
+            (true, true) => Ok(Vec::new()),
+            (false, false) => {
+                for id in &self.ids {
+                    jobfleet_core::validate_job_id(id)?;
+                }
+                Ok(self.ids)
+            }
+            (true, false) => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give ids or all, not both".into(),
+            )),
+            (false, true) => Err(ApiError(StatusCode::BAD_REQUEST, "give ids, or all: true".into())),
+        }
+    }
+}
+
+async fn dead_retry(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    Json(selection): Json<DeadSelection>,
+) -> Result<Response, ApiError> {
+    let ids = selection.ids()?;
+    let retried = state.client.queue(&queue)?.dead_retry(&ids).await?;
+    Ok(Json(json!({ "retried": retried })).into_response())
+}
+
+async fn dead_purge(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    Json(selection): Json<DeadSelection>,
+) -> Result<Response, ApiError> {
+    let ids = selection.ids()?;
+    let purged = state.client.queue(&queue)?.dead_purge(&ids).await?;
+    Ok(Json(json!({ "purged": purged })).into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = state.client.stats(&[]).await?;
+    let text = state.exporter.render(&stats);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+/// 200 when Redis answers, 503 when it does not.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.client.redis_time_ms().await {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("redis unreachable: {e}\n"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,118 @@
+//! `/metrics`: queue-level series in the Prometheus text format, from a
+//! `metrics-exporter-prometheus` recorder that is never installed globally
+//! (each scrape sets its values through `metrics::with_local_recorder`), so
+//! a program that embeds the dashboard keeps its own global recorder.
+
+use jobfleet_core::FleetStats;
+use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// The dashboard's private recorder and the handle that renders it.
+pub(crate) struct Exporter {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+/// (name, help) of the per-queue gauges: sizes now.
+const GAUGES: [(&str, &str); 5] = [
+    ("jobfleet_queue_pending", "Jobs ready to run."),
+    (
+        "jobfleet_queue_scheduled",
+        "Jobs waiting for a delay or a retry backoff.",
+    ),
+    ("jobfleet_queue_active", "Jobs held by live workers."),
+    ("jobfleet_queue_dead", "Jobs in the dead-letter set."),
+    ("jobfleet_queue_workers", "Live workers serving the queue."),
+];
+
+/// (name, help) of the per-queue counters: totals since the queue began.
+const COUNTERS: [(&str, &str); 6] = [
+    ("jobfleet_queue_submitted_total", "Jobs submitted."),
+    ("jobfleet_queue_completed_total", "Jobs completed."),
+    ("jobfleet_queue_failed_total", "Failed attempts."),
+    ("jobfleet_queue_retried_total", "Retries scheduled."),
+    ("jobfleet_queue_cancelled_total", "Jobs cancelled."),
+    (
+        "jobfleet_queue_recovered_total",
+        "Jobs handed back after their worker died.",
+    ),
+];
+
+impl Exporter {
+    pub(crate) fn new() -> Exporter {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for (name, help) in GAUGES {
+                describe_gauge!(name, Unit::Count, help);
+            }
+            for (name, help) in COUNTERS {
+                describe_counter!(name, Unit::Count, help);
+            }
+            describe_gauge!("jobfleet_workers", Unit::Count, "Live worker processes.");
+        });
+        Exporter { recorder, handle }
+    }
+
+    /// Sets every series from `stats` and renders the text format.
+    pub(crate) fn render(&self, stats: &FleetStats) -> String {
+        metrics::with_local_recorder(&self.recorder, || {
+            for q in &stats.queues {
+                let gauges = [q.pending, q.scheduled, q.active, q.dead, q.workers];
+                for ((name, _), value) in GAUGES.into_iter().zip(gauges) {
+                    gauge!(name, "queue" => q.name.clone()).set(value as f64);
+                }
+                let counters = [
+                    q.submitted,
+                    q.completed,
+                    q.failed,
+                    q.retried,
+                    q.cancelled,
+                    q.recovered,
+                ];
+                for ((name, _), value) in COUNTERS.into_iter().zip(counters) {
+                    counter!(name, "queue" => q.name.clone()).absolute(value);
+                }
+            }
+            gauge!("jobfleet_workers").set(stats.workers.len() as f64);
+        });
+        self.handle.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobfleet_core::QueueStats;
+
+    #[test]
+    fn renders_every_queue_series_with_help_and_type() {
+        let stats = FleetStats {
+            queues: vec![QueueStats {
+                name: "images".into(),
+                pending: 3,
+                completed: 41,
+                ..QueueStats::default()
+            }],
+            workers: vec![Default::default(), Default::default()],
+        };
+        let text = Exporter::new().render(&stats);
+        for line in [
+            "jobfleet_queue_pending{queue=\"images\"} 3",
+            "jobfleet_queue_dead{queue=\"images\"} 0",
+            "jobfleet_queue_completed_total{queue=\"images\"} 41",
+            "jobfleet_workers 2",
+            "# TYPE jobfleet_queue_completed_total counter",
+            "# TYPE jobfleet_queue_pending gauge",
+            "# HELP jobfleet_queue_pending Jobs ready to run.",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,840 @@
+//! End to end: `jobfleet dashboard` processes against a private redis-server
+//! and real workers, read with a plain HTTP client and driven in a real
+//! headless Chromium.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::log::{EnableParams as LogEnable, EventEntryAdded, LogEntryLevel};
+use chromiumoxide::cdp::browser_protocol::page::{
+    CaptureScreenshotFormat, EventJavascriptDialogOpening, HandleJavaScriptDialogParams,
+};
+use chromiumoxide::cdp::js_protocol::runtime::{
+    ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
+};
+use chromiumoxide::page::{Page, ScreenshotParams};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use util::{Fleet, bin, ids};
+
+const XSS: &str = "<script>alert(1)</script>";
+const TOKEN: &str = "s3cret-t0ken";
+
+#[test]
+fn two_dashboards_stream_the_same_live_events() {
+    let mut fleet = Fleet::new();
+    let one = Dashboard::start(&fleet, &[]);
+    let two = Dashboard::start(&fleet, &[]);
+    assert_ne!(one.port, two.port);
+    // The snapshot comes once the dashboard's Redis subscription is live.
+    let mut streams = [&one, &two].map(|d| {
+        let mut sse = Sse::open(d.port, "/api/stream");
+        let (kind, _) = sse.next(Duration::from_secs(10)).expect("a snapshot");
+        assert_eq!(kind, "snapshot");
+        sse
+    });
+
+    fleet.start_worker(&[]);
+    let run = fleet.jobfleet(&["submit", "echo", r#"{"hello": "both"}"#, "--wait"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let id = ids(&run.stdout).pop().unwrap();
+
+    for sse in &mut streams {
+        let event = sse.find_event(Duration::from_secs(10), |e| e["id"] == id.as_str());
+        assert_eq!(
+            (&event["state"], &event["queue"], &event["task"]),
+            (&json!("completed"), &json!("default"), &json!("echo"))
+        );
+        assert!(event["duration_ms"].is_u64(), "{event}");
+        // And the stats pushed every second catch up with it.
+        let stats = sse.find("stats", Duration::from_secs(5), |s| {
+            s["queues"][0]["completed"] == 1 && s["latency"][0]["task"] == "echo"
+        });
+        assert_eq!(stats["queues"][0]["name"], "default");
+        assert_eq!(stats["workers"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn a_non_loopback_address_needs_a_token_which_every_request_must_carry() {
+    let fleet = Fleet::new();
+    let refused = run_briefly(&fleet, &["dashboard", "--listen", "0.0.0.0:0"]);
+    assert_ne!(refused.0, 0, "it must not start");
+    assert!(
+        refused
+            .1
+            .contains("refusing to listen on 0.0.0.0:0 without a token")
+            && refused.1.contains("--token"),
+        "{}",
+        refused.1
+    );
+
+    let dash = Dashboard::start(&fleet, &["--listen", "0.0.0.0:0", "--token", TOKEN]);
+    assert!(dash.url.ends_with(&format!("/?token={TOKEN}")), "{}", dash.url);
+    let bearer_value = format!("Bearer {TOKEN}");
+    let bearer = ("Authorization", bearer_value.as_str());
+    for path in [
+        "/",
+        "/app.js",
+        "/api/stats",
+        "/metrics",
+        "/healthz",
+        "/api/stream",
+    ] {
+        assert_eq!(http(dash.port, "GET", path, &[], None).status, 401, "{path}");
+    }
+    let wrong = http(
+        dash.port,
+        "GET",
+        "/api/stats",
+        &[("Authorization", "Bearer s3cret-t0keN")],
+        None,
+    );
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        http(dash.port, "GET", "/api/stats?token=nope", &[], None).status,
+        401
+    );
+    assert_eq!(http(dash.port, "GET", "/api/stats", &[bearer], None).status, 200);
+    assert_eq!(http(dash.port, "GET", "/healthz", &[bearer], None).body, "ok\n");
+
+    // The page keeps the token for its script and style sheet.
+    let page = http(dash.port, "GET", &format!("/?token={TOKEN}"), &[], None);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(&format!("src=\"/app.js?token={TOKEN}\"")),
+        "{}",
+        page.body
+    );
+    let csp = page.header("content-security-policy").expect("a CSP");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    let js = http(dash.port, "GET", &format!("/app.js?token={TOKEN}"), &[], None);
+    assert_eq!(
+        (js.status, js.header("content-type")),
+        (200, Some("text/javascript; charset=utf-8"))
+    );
+    assert!(
+        !js.body.contains("innerHTML"),
+        "the page never parses data as HTML"
+    );
+
+    // State changes: POST only, with the custom header, from this origin.
+    let retry = "/api/queues/default/dead/retry";
+    let body = Some(r#"{"all": true}"#);
+    let json_type = ("Content-Type", "application/json");
+    let csrf = ("X-Jobfleet", "1");
+    let host_value = format!("127.0.0.1:{}", dash.port);
+    let host = ("Host", host_value.as_str());
+    let post = |headers: &[(&str, &str)]| http(dash.port, "POST", retry, headers, body);
+    assert_eq!(post(&[json_type, csrf]).status, 401, "no token");
+    assert_eq!(post(&[bearer, json_type]).status, 403, "no custom header");
+    let cross_site = post(&[bearer, json_type, csrf, ("Sec-Fetch-Site", "cross-site")]);
+    assert_eq!(cross_site.status, 403);
+    let other_origin = [bearer, json_type, csrf, host, ("Origin", "http://evil.example")];
+    assert_eq!(post(&other_origin).status, 403);
+    let origin = format!("http://127.0.0.1:{}", dash.port);
+    let same_origin = [
+        bearer,
+        json_type,
+        csrf,
+        host,
+        ("Origin", origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    let ok = post(&same_origin);
+    assert_eq!((ok.status, ok.json()), (200, json!({"retried": 0})));
+    for path in [
+        retry,
+        "/api/queues/default/dead/purge",
+        "/api/jobs/some-id/cancel",
+    ] {
+        assert_eq!(
+            http(dash.port, "GET", path, &[bearer], None).status,
+            405,
+            "{path}"
+        );
+    }
+
+    // Cancel a waiting job through the API.
+    let id = ids(&fleet.jobfleet(&["submit", "noop", "--delay", "1h"]).stdout)
+        .pop()
+        .unwrap();
+    let cancel = http(
+        dash.port,
+        "POST",
+        &format!("/api/jobs/{id}/cancel"),
+        &[bearer, csrf],
+        None,
+    );
+    assert_eq!(
+        (cancel.status, cancel.json()),
+        (200, json!({"outcome": "cancelled"}))
+    );
+    let job = http(dash.port, "GET", &format!("/api/jobs/{id}"), &[bearer], None).json();
+    assert_eq!(job["state"], "cancelled");
+    assert_eq!(
+        http(dash.port, "GET", "/api/jobs/no-such-job", &[bearer], None).status,
+        404
+    );
+}
+
+#[test]
+fn job_errors_come_back_as_json_never_as_markup() {
+    let mut fleet = Fleet::new();
+    let dash = Dashboard::start(&fleet, &[]);
+    fleet.start_worker(&[]);
+    let id = fail_with_xss(&fleet, "default");
+
+    let job = http(dash.port, "GET", &format!("/api/jobs/{id}"), &[], None);
+    assert_eq!(job.status, 200);
+    assert_eq!(job.header("content-type"), Some("application/json"));
+    assert_eq!(job.header("x-content-type-options"), Some("nosniff"));
+    let job = job.json();
+    assert_eq!(
+        (job["state"].as_str(), job["error"].as_str()),
+        (Some("dead"), Some(XSS))
+    );
+    assert_eq!(job["payload"]["message"], XSS);
+
+    let dead = http(dash.port, "GET", "/api/queues/default/dead", &[], None).json();
+    assert_eq!(dead[0]["id"], id.as_str());
+    assert_eq!(dead[0]["error"], XSS);
+}
+
+#[test]
+fn metrics_scrape_parses_and_has_the_queue_series() {
+    let mut fleet = Fleet::new();
+    let dash = Dashboard::start(&fleet, &[]);
+    fleet.start_worker(&["--queue", "metered"]);
+    let run = fleet.jobfleet_stdin(
+        &["submit", "echo", "--stdin", "--queue", "metered", "--wait"],
+        "{}\n{}\n{}\n",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let scrape = http(dash.port, "GET", "/metrics", &[], None);
+    assert_eq!(scrape.status, 200);
+    assert!(scrape.header("content-type").unwrap().starts_with("text/plain"));
+    let mut series = std::collections::HashMap::new();
+    for line in scrape.body.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = parse_sample(line).unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        series.insert(name, value);
+    }
+    for (name, value) in [
+        ("jobfleet_queue_completed_total{queue=\"metered\"}", 3.0),
+        ("jobfleet_queue_submitted_total{queue=\"metered\"}", 3.0),
+        ("jobfleet_queue_failed_total{queue=\"metered\"}", 0.0),
+        ("jobfleet_queue_pending{queue=\"metered\"}", 0.0),
+        ("jobfleet_queue_scheduled{queue=\"metered\"}", 0.0),
+        ("jobfleet_queue_active{queue=\"metered\"}", 0.0),
+        ("jobfleet_queue_dead{queue=\"metered\"}", 0.0),
+        ("jobfleet_queue_workers{queue=\"metered\"}", 1.0),
+        ("jobfleet_workers", 1.0),
+    ] {
+        assert_eq!(series.get(name), Some(&value), "{name} in:\n{}", scrape.body);
+    }
+    assert!(
+        scrape
+            .body
+            .contains("# TYPE jobfleet_queue_completed_total counter")
+    );
+    assert!(scrape.body.contains("# TYPE jobfleet_queue_pending gauge"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_updates_live_and_retries_a_dead_job_in_a_real_browser() {
+    let mut fleet = Fleet::new();
+    fleet.start_worker(&["--concurrency", "4"]);
+    let doomed = fleet.start_worker(&["--queue", "letters"]);
+    let doomed_pid = fleet.workers[doomed].pid();
+    let dash = Dashboard::start(&fleet, &["--token", TOKEN]);
+    let dead_id = fail_with_xss(&fleet, "letters");
+    let five = fleet.jobfleet_stdin(&["submit", "echo", "--stdin", "--wait"], &"{}\n".repeat(5));
+    assert_eq!(five.code, 0, "{}", five.stderr);
+
+    let browser = Chromium::launch().await;
+    let page = &browser.page;
+    page.goto(dash.url.as_str()).await.expect("load the page");
+
+    // Live counts: what is done shows, then what gets done meanwhile.
+    let completed = r#"#queues tr[data-queue="default"] td[data-col="completed"]"#;
+    wait_text(page, completed, "5").await;
+    wait_text(page, "#conn", "live").await;
+    let more = fleet.jobfleet_stdin(&["submit", "echo", "--stdin", "--wait"], &"{}\n".repeat(20));
+    assert_eq!(more.code, 0, "{}", more.stderr);
+    wait_text(page, completed, "25").await;
+    wait_for(page, r#"#latency tr[data-task="echo"]"#).await;
+    wait_for(
+        page,
+        &format!(r#"#feed li[data-id="{dead_id}"][data-state="dead"]"#),
+    )
+    .await;
+
+    // A worker that dies disappears.
+    let worker_row = format!(r#"#workers tr[data-pid="{doomed_pid}"]"#);
+    wait_for(page, &worker_row).await;
+    fleet.workers[doomed].signal("KILL");
+    fleet.workers[doomed].wait_exit(Duration::from_secs(5));
+    until_js(
+        page,
+        &format!("!document.querySelector('{worker_row}')"),
+        "the dead worker to go",
+    )
+    .await;
+
+    // The dead letter, its error shown as text.
+    let dead_row = format!(r#"#dead tr[data-id="{dead_id}"]"#);
+    wait_text(page, &format!("{dead_row} td.error"), XSS).await;
+    click(page, &format!("{dead_row} button.id")).await;
+    wait_text(page, "#job-error", XSS).await;
+    let markup: Value = eval(
+        page,
+        "[document.scripts.length, document.getElementById('job-error').childElementCount]",
+    )
+    .await;
+    assert_eq!(markup, json!([1, 0]), "the error became no element");
+
+    // Retry it from the page: with no worker left on its queue, it waits.
+    click(page, &format!("{dead_row} button.retry")).await;
+    until_js(
+        page,
+        &format!("!document.querySelector('{dead_row}')"),
+        "the row to leave the dead letters",
+    )
+    .await;
+    let status = fleet.jobfleet(&["status", &dead_id, "--json"]).json();
+    assert_eq!(status["state"], "pending", "{status}");
+    wait_text(
+        page,
+        r#"#queues tr[data-queue="letters"] td[data-col="pending"]"#,
+        "1",
+    )
+    .await;
+
+    // And cancel it from its detail.
+    click(page, &format!(r#"#feed li[data-id="{dead_id}"] button.id"#)).await;
+    wait_for(page, "#job-cancel").await;
+    click(page, "#job-cancel").await;
+    wait_text(page, "#job-note", "Cancelled.").await;
+    let status = fleet.jobfleet(&["status", &dead_id, "--json"]).json();
+    assert_eq!(status["state"], "cancelled", "{status}");
+    wait_text(
+        page,
+        r#"#queues tr[data-queue="letters"] td[data-col="cancelled"]"#,
+        "1",
+    )
+    .await;
+
+    let shot = target_dir().join("dashboard-screenshot.png");
+    let params = ScreenshotParams::builder()
+        .format(CaptureScreenshotFormat::Png)
+        .full_page(true)
+        .build();
+    page.save_screenshot(params, &shot)
+        .await
+        .expect("take a screenshot");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "{}",
+        shot.display()
+    );
+    browser.assert_clean().await;
+}
+
+// ---- the dashboard process -------------------------------------------------
+
+/// A running `jobfleet dashboard`; killed on drop.
+struct Dashboard {
+    child: Child,
+    port: u16,
+    /// The URL it printed.
+    url: String,
+}
+
+impl Dashboard {
+    /// Starts one on a free loopback port (unless `extra` says `--listen`)
+    /// and waits until it prints its URL.
+    fn start(fleet: &Fleet, extra: &[&str]) -> Dashboard {
+        let mut args = vec!["dashboard"];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        args.extend(extra);
+        let mut child = Command::new(bin("jobfleet"))
+            .args(&args)
+            .env("JOBFLEET_REDIS", fleet.redis.url())
+            .env_remove("JOBFLEET_DASHBOARD_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jobfleet dashboard");
+        let (tx, rx) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("jobfleet dashboard: serving ") {
+                        let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+                        let port = authority.rsplit(':').next().unwrap().parse().unwrap();
+                        return Dashboard {
+                            child,
+                            port,
+                            url: url.replace("0.0.0.0", "127.0.0.1"),
+                        };
+                    }
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the dashboard printed no URL; stderr:\n{seen}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `jobfleet ARGS`, which must exit within 10 s: (exit code, stderr).
+fn run_briefly(fleet: &Fleet, args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(bin("jobfleet"))
+        .args(args)
+        .env("JOBFLEET_REDIS", fleet.redis.url())
+        .env_remove("JOBFLEET_DASHBOARD_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jobfleet");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("jobfleet {args:?} was still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (status.code().unwrap_or(-1), stderr)
+}
+
+/// Submits a `fail` job whose error is markup, and waits for it to die.
+fn fail_with_xss(fleet: &Fleet, queue: &str) -> String {
+    let payload = json!({ "message": XSS, "permanent": true }).to_string();
+    let run = fleet.jobfleet(&["submit", "fail", &payload, "--queue", queue, "--wait"]);
+    assert_eq!(run.code, 1, "the job dies: {}", run.stderr);
+    ids(&run.stdout).pop().unwrap()
+}
+
+/// `name{labels} value` → (`name{labels}`, value), or `None` when the line
+/// is not a sample of the text format.
+fn parse_sample(line: &str) -> Option<(String, f64)> {
+    let (series, value) = line.rsplit_once(' ')?;
+    let name_end = series.find('{').unwrap_or(series.len());
+    let name = &series[..name_end];
+    let name_ok = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    let labels = &series[name_end..];
+    let labels_ok = labels.is_empty()
+        || (labels.starts_with('{')
+            && labels.ends_with('}')
+            && labels[1..labels.len() - 1].split(',').all(|pair| {
+                pair.split_once('=').is_some_and(|(k, v)| {
+                    !k.is_empty() && v.starts_with('"') && v.ends_with('"') && v.len() >= 2
+                })
+            }));
+    (name_ok && labels_ok).then_some(())?;
+    Some((series.to_string(), value.parse().ok()?))
+}
+
+// ---- a plain HTTP/1.1 client -------------------------------------------------
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One request on a fresh connection to 127.0.0.1:`port`. A `Host` header
+/// is added unless given.
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the dashboard");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let (status, headers) = read_head(&mut reader);
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        while let Some(chunk) = read_chunk(&mut reader) {
+            body.extend(chunk);
+        }
+    } else {
+        reader.read_to_end(&mut body).unwrap();
+    }
+    Response {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("a UTF-8 body"),
+    }
+}
+
+fn read_head(reader: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("a status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            return (status, headers);
+        }
+        let (name, value) = line.split_once(':').expect("a header");
+        headers.push((name.to_string(), value.trim().to_string()));
+    }
+}
+
+/// The next chunk of a chunked body; `None` at its end.
+fn read_chunk(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut size = String::new();
+    reader.read_line(&mut size).ok()?;
+    let size = usize::from_str_radix(size.trim(), 16).ok()?;
+    let mut chunk = vec![0; size + 2];
+    reader.read_exact(&mut chunk).ok()?;
+    chunk.truncate(size);
+    (size > 0).then_some(chunk)
+}
+
+/// A server-sent event stream, read as it comes.
+struct Sse {
+    reader: BufReader<TcpStream>,
+    pending: String,
+}
+
+impl Sse {
+    fn open(port: u16, path: &str) -> Sse {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the dashboard");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reader = BufReader::new(stream);
+        let (status, headers) = read_head(&mut reader);
+        assert_eq!(status, 200);
+        let content_type = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        assert_eq!(content_type.map(|(_, v)| v.as_str()), Some("text/event-stream"));
+        Sse {
+            reader,
+            pending: String::new(),
+        }
+    }
+
+    /// The next event (name, data) within `limit`.
+    fn next(&mut self, limit: Duration) -> Option<(String, String)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block: String = self.pending.drain(..end + 2).collect();
+                let (mut kind, mut data) = (String::from("message"), Vec::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((kind, data.join("\n")));
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let stream = self.reader.get_ref();
+            stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let chunk = read_chunk(&mut self.reader)?;
+            self.pending
+                .push_str(&String::from_utf8(chunk).expect("UTF-8 events"));
+        }
+    }
+
+    /// Reads until an event named `kind` whose data satisfies `check`.
+    fn find(&mut self, kind: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        while let Some((name, data)) = self.next(deadline.saturating_duration_since(Instant::now())) {
+            let value: Value = serde_json::from_str(&data).expect("JSON data");
+            if name == kind && check(&value) {
+                return value;
+            }
+        }
+        panic!("no matching {kind:?} event within {limit:?}");
+    }
+
+    /// Reads until a job event (in an `events` batch) satisfies `check`.
+    fn find_event(&mut self, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let batch = self.find("events", limit, |b| b.as_array().unwrap().iter().any(&check));
+        batch
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| check(e))
+            .unwrap()
+            .clone()
+    }
+}
+
+// ---- the browser ------------------------------------------------------------------
+
+/// A headless Chromium with one page, recording what must never happen on
+/// it: dialogs (an `alert` would be script from job data), uncaught
+/// exceptions, `console.error`, and logged errors (a Content-Security-Policy
+/// violation is one).
+struct Chromium {
+    browser: Browser,
+    page: Page,
+    incidents: Arc<Mutex<Vec<String>>>,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    async fn launch() -> Chromium {
+        let executable = ensure_chromium();
+        let profile = tempfile::tempdir().unwrap();
+        let config = BrowserConfig::builder()
+            .chrome_executable(executable)
+            .no_sandbox()
+            .user_data_dir(profile.path())
+            .window_size(1280, 1000)
+            .viewport(None)
+            .args([
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .build()
+            .expect("a browser config");
+        let (browser, mut handler) = Browser::launch(config).await.expect("launch chromium");
+        tokio::spawn(async move { while handler.next().await.is_some() {} });
+        let page = browser.new_page("about:blank").await.expect("open a page");
+        page.execute(LogEnable::default()).await.expect("enable the log");
+        let incidents = Arc::new(Mutex::new(Vec::new()));
+        let mut dialogs = page
+            .event_listener::<EventJavascriptDialogOpening>()
+            .await
+            .unwrap();
+        let mut exceptions = page.event_listener::<EventExceptionThrown>().await.unwrap();
+        let mut console = page.event_listener::<EventConsoleApiCalled>().await.unwrap();
+        let mut log = page.event_listener::<EventEntryAdded>().await.unwrap();
+        let (seen, dismiss) = (incidents.clone(), page.clone());
+        tokio::spawn(async move {
+            loop {
+                let incident = tokio::select! {
+                    Some(d) = dialogs.next() => {
+                        // Dismissed, so the test fails on the record instead of hanging.
+                        let _ = dismiss.execute(HandleJavaScriptDialogParams::new(false)).await;
+                        format!("a {:?} dialog: {}", d.r#type, d.message)
+                    }
+                    Some(e) = exceptions.next() => format!("an exception: {:?}", e.exception_details.exception),
+                    Some(c) = console.next() => match c.r#type {
+                        ConsoleApiCalledType::Error => format!("console.error: {:?}", c.args),
+                        _ => continue,
+                    },
+                    // Content-Security-Policy violations and failed loads.
+                    Some(l) = log.next() => match l.entry.level {
+                        LogEntryLevel::Error => format!("a logged error: {}", l.entry.text),
+                        _ => continue,
+                    },
+                    else => return,
+                };
+                seen.lock().unwrap().push(incident);
+            }
+        });
+        Chromium {
+            browser,
+            page,
+            incidents,
+            _profile: profile,
+        }
+    }
+
+    /// Fails when a dialog, an exception or a console error happened.
+    async fn assert_clean(mut self) {
+        // Events are delivered in order: one more round trip flushes them.
+        let _: Value = eval(&self.page, "1").await;
+        let incidents = self.incidents.lock().unwrap().clone();
+        assert!(incidents.is_empty(), "the page had: {incidents:#?}");
+        let _ = self.browser.close().await;
+        let _ = self.browser.wait().await;
+    }
+}
+
+/// The Chromium binary, installed from Debian's packages when missing.
+fn ensure_chromium() -> PathBuf {
+    let path = Path::new("/usr/bin/chromium");
+    if !path.exists() {
+        eprintln!("chromium is missing; installing Debian's chromium package");
+        let sudo = if is_root() { vec![] } else { vec!["sudo"] };
+        let apt = |args: &[&str]| {
+            let mut command: Vec<&str> = sudo.clone();
+            command.extend(args);
+            let status = Command::new(command[0])
+                .args(&command[1..])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .expect("run apt-get");
+            assert!(status.success(), "{command:?} failed");
+        };
+        apt(&["apt-get", "update", "-qq"]);
+        apt(&["apt-get", "install", "-y", "-qq", "chromium"]);
+    }
+    assert!(
+        path.exists(),
+        "chromium is not installed (apt-get install chromium)"
+    );
+    path.to_path_buf()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `target/`, where the screenshot goes.
+fn target_dir() -> PathBuf {
+    // target/<profile>/deps/<test>
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).expect("the target dir").to_path_buf()
+}
+
+/// Evaluates a JS expression in the page; its value goes through JSON text,
+/// so `null` and `undefined` come back as `None`/`null` too.
+async fn eval<T: serde::de::DeserializeOwned>(page: &Page, expression: &str) -> T {
+    let json: String = page
+        .evaluate(format!("JSON.stringify(({expression}) ?? null)"))
+        .await
+        .unwrap_or_else(|e| panic!("evaluate {expression}: {e}"))
+        .into_value()
+        .unwrap_or_else(|e| panic!("the value of {expression}: {e}"));
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("the value of {expression}: {e}: {json}"))
+}
+
+/// Polls a JS condition until it is true, failing after 15 s.
+async fn until_js(page: &Page, condition: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !eval::<bool>(page, &format!("!!({condition})")).await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for(page: &Page, selector: &str) {
+    let css = serde_json::to_string(selector).unwrap();
+    until_js(page, &format!("document.querySelector({css})"), selector).await;
+}
+
+/// Waits until the element's text is exactly `text`.
+async fn wait_text(page: &Page, selector: &str, text: &str) {
+    let css = serde_json::to_string(selector).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got: Option<String> = eval(
+            page,
+            &format!("document.querySelector({css})?.textContent ?? null"),
+        )
+        .await;
+        if got.as_deref() == Some(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {selector} to read {text:?}; it reads {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Clicks an element as a user would (scrolled into view, a real mouse event).
+async fn click(page: &Page, selector: &str) {
+    page.find_element(selector)
+        .await
+        .unwrap_or_else(|e| panic!("find {selector}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {selector}: {e}"));
+}
