@@ -7,7 +7,8 @@
 //!
 //! Settings (environment): SOAK_SECONDS (600), SOAK_RATE jobs/s (200),
 //! SOAK_WORKERS (3), SOAK_KILL_EVERY seconds (20), SOAK_KEEP_COMPLETED
-//! seconds (60: finished records expire, so memory goes flat).
+//! seconds (60: completed and dead records expire after it, so memory goes
+//! flat).
 //! Run it through `scripts/soak.sh`. Exit status 1 if any job was lost.
 
 use std::collections::{HashMap, HashSet};
@@ -21,7 +22,10 @@ use jobfleet_testkit::{RedisOptions, RedisServer};
 use serde_json::json;
 
 fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// What the soak has seen so far.
@@ -60,9 +64,19 @@ impl Workers {
         self.started += 1;
         let stderr = std::fs::File::create(self.dir.join(format!("worker-{}.log", self.started))).unwrap();
         let child = Command::new(&self.program)
-            .args(["--queue", "soak", "--concurrency", "8", "--heartbeat", "200ms", "--dead-after", "2s"])
+            .args([
+                "--queue",
+                "soak",
+                "--concurrency",
+                "8",
+                "--heartbeat",
+                "200ms",
+                "--dead-after",
+                "2s",
+            ])
             .args(["--backoff", "200ms"])
             .args(["--keep-completed", &format!("{}s", self.keep_completed)])
+            .args(["--keep-dead", &format!("{}s", self.keep_completed)])
             .env("JOBFLEET_REDIS", &self.url)
             .env("CHAOS_LOG", &self.log)
             .stdout(Stdio::null())
@@ -107,7 +121,9 @@ async fn main() {
         retries: 10,
         ..ConnectOptions::default()
     };
-    let client = Client::connect_with(&redis.url(), options).await.expect("connect");
+    let client = Client::connect_with(&redis.url(), options)
+        .await
+        .expect("connect");
     let queue = client.queue("soak").expect("queue");
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut events = client.events(&["soak".to_string()]).await.expect("subscribe");
@@ -130,14 +146,20 @@ async fn main() {
                         }
                     }
                     Feed::Message { payload, .. } => {
-                        let Ok(e) = serde_json::from_str::<jobfleet_core::Event>(&payload) else { continue };
+                        let Ok(e) = serde_json::from_str::<jobfleet_core::Event>(&payload) else {
+                            continue;
+                        };
                         let mut l = ledger.lock().unwrap();
                         match e.state {
                             EventKind::Completed => l.finish(&e.id, JobState::Completed),
                             EventKind::Dead => l.finish(&e.id, JobState::Dead),
                             EventKind::Cancelled => l.finish(&e.id, JobState::Cancelled),
                             EventKind::Recovered => {
-                                let pid = l.killed.keys().copied().find(|p| e.worker.contains(&format!("-{p}-")));
+                                let pid = l
+                                    .killed
+                                    .keys()
+                                    .copied()
+                                    .find(|p| e.worker.contains(&format!("-{p}-")));
                                 if let Some(pid) = pid {
                                     let at = l.killed.remove(&pid).unwrap();
                                     l.recovery.push(at.elapsed());
@@ -152,11 +174,20 @@ async fn main() {
     };
 
     let memory = |client: Client| async move {
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut client.conn()).await.ok()?;
-        info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse::<u64>().ok())
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut client.conn())
+            .await
+            .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
     };
     let mut memory_samples = vec![(0u64, memory(client.clone()).await.unwrap_or(0))];
-    println!("soak: {seconds}s at {rate} jobs/s, a worker killed every {}s, one Redis restart", kill_every.as_secs());
+    println!(
+        "soak: {seconds}s at {rate} jobs/s, a worker killed every {}s, one Redis restart",
+        kill_every.as_secs()
+    );
 
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -186,21 +217,24 @@ async fn main() {
             if fail.is_none() {
                 clean.push(id.clone());
             }
-            specs.push(JobSpec::new("record", &json!({"n": n, "ms": ms, "fail": fail})).id(id).max_attempts(2));
+            specs.push(
+                JobSpec::new("record", &json!({"n": n, "ms": ms, "fail": fail}))
+                    .id(id)
+                    .max_attempts(2),
+            );
         }
-        // Explicit ids make a retried batch idempotent across the restart.
-        loop {
-            match queue.submit_batch(&specs).await {
-                Ok(done) => {
-                    let mut l = ledger.lock().unwrap();
-                    l.outstanding.extend(done.into_iter().map(|s| s.id));
-                    l.clean.extend(clean);
-                    submitted += specs.len() as u64;
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
+        // The ids are known before the call, so they are ledgered first: a
+        // job can finish (and its event arrive) before the submit returns.
+        {
+            let mut l = ledger.lock().unwrap();
+            l.outstanding.extend(specs.iter().filter_map(|s| s.id.clone()));
+            l.clean.extend(clean);
         }
+        // Explicit ids also make a retried batch idempotent across the restart.
+        while queue.submit_batch(&specs).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        submitted += specs.len() as u64;
         let elapsed = started.elapsed();
         if elapsed >= next_kill {
             next_kill += kill_every;
@@ -211,7 +245,10 @@ async fn main() {
             let _ = child.wait();
             ledger.lock().unwrap().killed.insert(pid, Instant::now());
             workers.start();
-            println!("{:>5}s  killed worker pid {pid} with SIGKILL, started a replacement", elapsed.as_secs());
+            println!(
+                "{:>5}s  killed worker pid {pid} with SIGKILL, started a replacement",
+                elapsed.as_secs()
+            );
         }
         if !restarted && elapsed >= Duration::from_secs(seconds / 2) {
             restarted = true;
@@ -225,7 +262,11 @@ async fn main() {
             if let Some(m) = memory(client.clone()).await {
                 memory_samples.push((elapsed.as_secs(), m));
                 let out = ledger.lock().unwrap().outstanding.len();
-                println!("{:>5}s  submitted {submitted}, unfinished {out}, redis memory {:.1} MiB", elapsed.as_secs(), m as f64 / 1048576.0);
+                println!(
+                    "{:>5}s  submitted {submitted}, unfinished {out}, redis memory {:.1} MiB",
+                    elapsed.as_secs(),
+                    m as f64 / 1048576.0
+                );
             }
         }
     }
@@ -241,10 +282,14 @@ async fn main() {
     let outstanding: Vec<String> = ledger.lock().unwrap().outstanding.iter().cloned().collect();
     let mut lost = Vec::new();
     for chunk in outstanding.chunks(1000) {
-        for (id, job) in chunk.iter().zip(queue.status_many(chunk).await.unwrap_or_default()) {
+        for (id, job) in chunk
+            .iter()
+            .zip(queue.status_many(chunk).await.unwrap_or_default())
+        {
             match job {
                 Some(job) if job.state.is_final() => ledger.lock().unwrap().finish(id, job.state),
-                _ => lost.push(id.clone()),
+                Some(job) => lost.push(format!("{id} ({}, attempts {})", job.state, job.attempts)),
+                None => lost.push(format!("{id} (no record)")),
             }
         }
     }
@@ -254,17 +299,36 @@ async fn main() {
         *runs.entry(line.split(' ').next().unwrap_or("")).or_default() += 1;
     }
     let l = ledger.lock().unwrap();
-    let duplicates: u32 = l.clean.iter().map(|id| runs.get(id.as_str()).copied().unwrap_or(0).saturating_sub(1)).sum();
+    let duplicates: u32 = l
+        .clean
+        .iter()
+        .map(|id| runs.get(id.as_str()).copied().unwrap_or(0).saturating_sub(1))
+        .sum();
     let mut recovery = l.recovery.clone();
     recovery.sort();
-    let ms = |d: Option<&Duration>| d.map(|d| format!("{} ms", d.as_millis())).unwrap_or_else(|| "n/a".into());
+    let ms = |d: Option<&Duration>| {
+        d.map(|d| format!("{} ms", d.as_millis()))
+            .unwrap_or_else(|| "n/a".into())
+    };
     println!();
     println!("jobs submitted      {submitted}");
-    println!("completed           {}", l.finals.get(&JobState::Completed).unwrap_or(&0));
-    println!("dead                {}", l.finals.get(&JobState::Dead).unwrap_or(&0));
+    println!(
+        "completed           {}",
+        l.finals.get(&JobState::Completed).unwrap_or(&0)
+    );
+    println!(
+        "dead                {}",
+        l.finals.get(&JobState::Dead).unwrap_or(&0)
+    );
     println!("lost                {}", lost.len());
-    println!("duplicate runs      {duplicates} (of {} jobs meant to run once)", l.clean.len());
-    println!("workers killed      {}", workers.started - setting("SOAK_WORKERS", 3) as usize);
+    println!(
+        "duplicate runs      {duplicates} (of {} jobs meant to run once)",
+        l.clean.len()
+    );
+    println!(
+        "workers killed      {}",
+        workers.started - setting("SOAK_WORKERS", 3) as usize
+    );
     println!(
         "recovery after kill p50 {}, max {} ({} samples; dead-after is 2s)",
         ms(recovery.get(recovery.len() / 2)),
@@ -277,11 +341,17 @@ async fn main() {
         start_memory as f64 / 1048576.0,
         end_memory as f64 / 1048576.0
     );
-    let samples: Vec<String> =
-        memory_samples.iter().map(|(s, m)| format!("{s}s:{:.1}", *m as f64 / 1048576.0)).collect();
+    let samples: Vec<String> = memory_samples
+        .iter()
+        .map(|(s, m)| format!("{s}s:{:.1}", *m as f64 / 1048576.0))
+        .collect();
     println!("memory over time    {} (MiB)", samples.join(" "));
     if !lost.is_empty() {
-        println!("lost, first {}: {:?}", lost.len().min(20), &lost[..lost.len().min(20)]);
+        println!(
+            "lost, first {}: {:?}",
+            lost.len().min(20),
+            &lost[..lost.len().min(20)]
+        );
         std::process::exit(1);
     }
 }

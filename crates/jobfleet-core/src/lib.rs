@@ -5,8 +5,8 @@
 //! - [`keys`]: the whole Redis key schema, every per-queue key under one
 //!   `{queue}` hash tag.
 //! - `scripts/*.lua`: one Lua script per state transition (submit, claim,
-//!   ack, fail, heartbeat, recover, promote, cancel, requeue, dead retry and
-//!   purge, stats), each opening with its KEYS/ARGV/returns header.
+//!   ack, fail, heartbeat, recover, promote, cancel, requeue, reconcile, dead
+//!   retry and purge, stats), each opening with its KEYS/ARGV/returns header.
 //! - [`job`]: the job model ([`JobSpec`] to submit, [`ClaimedJob`] for a
 //!   worker, [`Job`] as read back, [`JobState`]).
 //! - [`event`]: the JSON events published on each queue's events channel.

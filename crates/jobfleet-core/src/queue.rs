@@ -367,6 +367,20 @@ impl Queue {
             .await?)
     }
 
+    /// Hands back every job in `worker`'s processing list that is not in
+    /// `held` (the jobs it runs or has yet to write back): for after a claim
+    /// whose reply was lost. Returns how many were handed back.
+    pub async fn reconcile(&self, worker: &str, held: &[String]) -> Result<u64> {
+        Ok(scripts::RECONCILE
+            .key(self.keys.processing(worker))
+            .key(&self.keys.pending)
+            .arg(&self.keys.job_prefix)
+            .arg(&self.keys.notify)
+            .arg(held)
+            .invoke_async(&mut self.client.conn())
+            .await?)
+    }
+
     /// Cancels a job: at once when pending or scheduled, cooperatively (its
     /// worker is told) when running.
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {

@@ -26,6 +26,7 @@ script!(RECOVER, "scripts/recover.lua");
 script!(PROMOTE, "scripts/promote.lua");
 script!(CANCEL, "scripts/cancel.lua");
 script!(REQUEUE, "scripts/requeue.lua");
+script!(RECONCILE, "scripts/reconcile.lua");
 script!(DEAD_RETRY, "scripts/dead_retry.lua");
 script!(DEAD_PURGE, "scripts/dead_purge.lua");
 script!(STATS, "scripts/stats.lua");

@@ -531,3 +531,23 @@ async fn a_job_cancelled_while_its_worker_died_ends_cancelled_not_rerun() {
     assert_eq!(q.status(&id).await.unwrap().unwrap().state, JobState::Cancelled);
     assert_eq!(q.stats().await.unwrap().pending, 0);
 }
+
+#[tokio::test]
+async fn reconcile_hands_back_claimed_jobs_the_worker_never_received() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    q.submit_batch(&[echo(1), echo(2), echo(3)]).await.unwrap();
+    q.heartbeat("w", true).await.unwrap();
+    let claimed = q.claim("w", 3).await.unwrap();
+    // The worker only ever saw the first job (the reply was lost, say).
+    let held = vec![claimed[0].id.clone()];
+    assert_eq!(q.reconcile("w", &held).await.unwrap(), 2);
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.active), (2, 1));
+    let job = q.status(&claimed[1].id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts), (JobState::Pending, 0));
+    assert_eq!(
+        q.ack("w", &[(claimed[0].id.clone(), "1".into())]).await.unwrap(),
+        vec![true]
+    );
+}

@@ -106,6 +106,15 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<
         Ok(())
     }
     .await;
+    {
+        // Written (applied or refused): no longer ours in Redis.
+        let mut held = shared.held.lock().expect("poisoned");
+        for (done, &w) in batch.iter().zip(&written) {
+            if w {
+                held.remove(&done.job.id);
+            }
+        }
+    }
     let mut keep = written.into_iter();
     batch.retain(|_| !keep.next().expect("one flag per outcome"));
     result

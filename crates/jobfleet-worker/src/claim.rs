@@ -30,6 +30,9 @@ pub(crate) async fn run(
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(shared.config.concurrency));
     let mut outage = Outage::new("claim");
+    // Set when a claim failed: Redis may have run it and lost the reply,
+    // leaving jobs in our processing list that nothing runs.
+    let mut unsure = false;
     loop {
         // A slot before a claim: never hold a job that cannot start.
         let first = tokio::select! {
@@ -45,10 +48,29 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
+        if unsure {
+            match reconcile(shared).await {
+                Ok(()) => unsure = false,
+                Err(e) => {
+                    drop(permits);
+                    let wait = outage.failed(&e);
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+            }
+        }
         match claim(shared, permits.len()).await {
             Ok((worker, claimed)) if !claimed.is_empty() => {
                 outage.ok();
                 crate::metrics::claim_batch(claimed.len());
+                shared
+                    .held
+                    .lock()
+                    .expect("poisoned")
+                    .extend(claimed.iter().map(|j| j.id.clone()));
                 for (job, permit) in claimed.into_iter().zip(permits) {
                     let cancel = tokio_util::sync::CancellationToken::new();
                     shared
@@ -92,6 +114,7 @@ pub(crate) async fn run(
             }
             Err(Error::WorkerRecovered(stale)) => shared.reregister(&stale).await,
             Err(e) => {
+                unsure = true;
                 drop(permits);
                 let wait = outage.failed(&e);
                 tokio::select! {
@@ -101,6 +124,23 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// Hands back whatever our processing lists hold that we do not know of.
+async fn reconcile(shared: &Shared) -> jobfleet_core::Result<()> {
+    let worker = shared.id();
+    let held: Vec<String> = shared.held.lock().expect("poisoned").iter().cloned().collect();
+    for q in &shared.queues {
+        let n = q.reconcile(&worker, &held).await?;
+        if n > 0 {
+            tracing::warn!(
+                queue = q.name(),
+                jobs = n,
+                "handed back jobs claimed by a call whose reply was lost"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Claims up to `n` jobs across the queues in priority order; returns the

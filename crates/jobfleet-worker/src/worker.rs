@@ -1,7 +1,7 @@
 //! The worker's shared state and [`run`], which wires the claim loop, the
 //! acker and the background loops together and shuts them down in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     /// Running jobs by id, with the token that cancels each.
     pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
+    /// Every job this worker holds in a processing list as far as it knows:
+    /// claimed, and its outcome not yet written. What `reconcile` keeps.
+    pub(crate) held: Mutex<HashSet<String>>,
     pub(crate) active: AtomicU32,
     pub(crate) processed: AtomicU64,
     started_ms: AtomicU64,
@@ -217,6 +220,7 @@ pub async fn run(
         reregistering: tokio::sync::Mutex::new(()),
         wake: Notify::new(),
         running: Mutex::default(),
+        held: Mutex::default(),
         active: AtomicU32::new(0),
         processed: AtomicU64::new(0),
         started_ms: AtomicU64::new(0),

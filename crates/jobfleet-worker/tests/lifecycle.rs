@@ -271,8 +271,9 @@ async fn a_recovered_worker_has_its_late_ack_refused_and_re_registers() {
     let q = client.queue("default").unwrap();
     let mut cfg = config(&server);
     cfg.dead_after = Duration::from_secs(60); // only our explicit recover runs
-    let worker = Worker::start(cfg, Registry::with_builtins());
-    let jobs = submit(&q, vec![JobSpec::new("sleep", &json!({"ms": 500}))]).await;
+    let runs = Runs::default();
+    let worker = Worker::start(cfg, runs.registry());
+    let jobs = submit(&q, vec![JobSpec::new("count", &json!({"ms": 500}))]).await;
     while q.stats().await.unwrap().active == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -283,9 +284,11 @@ async fn a_recovered_worker_has_its_late_ack_refused_and_re_registers() {
     assert_eq!(wait_all(&client, &jobs).await[&jobs[0].1], JobState::Completed);
     let job = q.status(&jobs[0].1).await.unwrap().unwrap();
     assert_eq!(
-        job.attempts, 2,
+        runs.0.lock().unwrap()[&jobs[0].1],
+        2,
         "the late first ack was refused; the job ran again"
     );
+    assert_eq!(job.attempts, 1, "the interrupted attempt is not counted");
     assert_ne!(
         job.worker.unwrap(),
         first_worker,

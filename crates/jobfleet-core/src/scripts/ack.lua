@@ -12,8 +12,22 @@
 -- The fence: an id no longer in this worker's processing list (recovered and
 -- handed to another worker, or already acked) is refused, never applied.
 -- Returns one integer per job: 1 completed, 0 refused.
+--
+-- Per job: LREM, HMGET, HSET, EXPIRE (HDEL only when a cancel flag is there).
+-- The event costs about as much again, so it is built only when someone is
+-- subscribed; its queue and worker are encoded once per batch, and no Lua
+-- number is formatted per job except the duration (as an integer).
 
-local now = now_ms()
+local now_n = now_ms()
+local now = tostring(now_n)
+local keep = ARGV[5] ~= '0'
+local queue_json = cjson.encode(ARGV[4])
+local worker_json = cjson.encode(ARGV[1])
+local task_json = {}
+-- Events are fire-and-forget: with nobody subscribed to this queue's events
+-- (or to any pattern), building and publishing them is skipped. Single Redis
+-- only: in Cluster, subscribers on other nodes are not counted here.
+local listened = redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0
 local out = {}
 local done = 0
 for i = 6, #ARGV, 2 do
@@ -22,17 +36,29 @@ for i = 6, #ARGV, 2 do
     out[#out + 1] = 0
   else
     local key = ARGV[2] .. id
-    local f = redis.call('HMGET', key, 'task', 'attempts', 'started_ms')
-    local retention = tonumber(ARGV[5])
-    if retention > 0 then
+    local f = redis.call('HMGET', key, 'task', 'attempts', 'started_ms', 'cancel')
+    if keep then
       redis.call('HSET', key, 'state', 'completed', 'result', result, 'finished_ms', now)
-      redis.call('HDEL', key, 'cancel')
-      redis.call('EXPIRE', key, retention)
+      if f[4] then redis.call('HDEL', key, 'cancel') end
+      redis.call('EXPIRE', key, ARGV[5])
     else
       redis.call('DEL', key)
     end
-    publish_event(ARGV[3], id, ARGV[4], f[1], 'completed', f[2], ARGV[1], now,
-      ',"duration_ms":' .. (now - (tonumber(f[3]) or now)) .. ',"result":' .. result)
+    if listened then
+      local task = f[1] or ''
+      local tj = task_json[task]
+      if not tj then
+        tj = cjson.encode(task)
+        task_json[task] = tj
+      end
+      local attempt = f[2]
+      if not (attempt and string.find(attempt, '^%d+$')) then attempt = '0' end
+      local started = tonumber(f[3])
+      local duration = started and string.format('%d', now_n - started) or '0'
+      redis.call('PUBLISH', ARGV[3], '{"id":' .. cjson.encode(id) .. ',"queue":' .. queue_json ..
+        ',"task":' .. tj .. ',"state":"completed","attempt":' .. attempt .. ',"worker":' .. worker_json ..
+        ',"ms":' .. now .. ',"duration_ms":' .. duration .. ',"result":' .. result .. '}')
+    end
     done = done + 1
     out[#out + 1] = 1
   end

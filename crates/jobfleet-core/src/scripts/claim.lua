@@ -8,31 +8,40 @@
 -- ARGV[2]  n, the most jobs to claim
 -- ARGV[3]  job key prefix
 --
--- The move is LMOVE pending -> processing, so exactly one worker holds an id.
+-- The move is pending -> processing inside this one script (LMPOP, then
+-- LPUSH of the same ids), so exactly one worker holds an id.
 -- A worker that is not in the workers set was recovered (declared dead): it
 -- must re-register under a fresh id, so nothing is claimed.
 -- Returns {'recovered'} or {'ok', then per job: id, task, payload, attempt,
 -- max_attempts, timeout_ms}. Fields missing from a hand-written record come
 -- back as '' so the worker can fail the job with a clear error. An id whose
 -- record no longer exists is dropped and counted as `orphaned`.
+--
+-- Two redis.call per job (HMGET, HSET): the move is one LMPOP and one LPUSH
+-- per batch, a record is known missing when HMGET finds none of task,
+-- payload and state, and the attempt is counted in the same HSET. `now` and
+-- the attempt are passed as text (see submit.lua).
 
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) == false then
   return {'recovered'}
 end
-local now = now_ms()
+local now = tostring(now_ms())
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 local out = {'ok'}
-for _ = 1, tonumber(ARGV[2]) do
-  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not id then break end
+local popped = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', ARGV[2])
+if not popped then return out end
+local ids = popped[2]
+redis.call('LPUSH', KEYS[2], unpack(ids))
+local orphaned = 0
+for _, id in ipairs(ids) do
   local key = ARGV[3] .. id
-  if redis.call('EXISTS', key) == 0 then
+  local f = redis.call('HMGET', key, 'task', 'payload', 'max_attempts', 'timeout_ms', 'attempts', 'state')
+  if not (f[1] or f[2] or f[6]) then
     redis.call('LREM', KEYS[2], 1, id)
-    redis.call('HINCRBY', KEYS[4], 'orphaned', 1)
+    orphaned = orphaned + 1
   else
-    local f = redis.call('HMGET', key, 'task', 'payload', 'max_attempts', 'timeout_ms')
-    local attempt = redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'state', 'active', 'worker', ARGV[1], 'started_ms', now)
+    local attempt = string.format('%d', (tonumber(f[5]) or 0) + 1)
+    redis.call('HSET', key, 'attempts', attempt, 'state', 'active', 'worker', ARGV[1], 'started_ms', now)
     out[#out + 1] = id
     out[#out + 1] = f[1] or ''
     out[#out + 1] = f[2] or ''
@@ -41,4 +50,5 @@ for _ = 1, tonumber(ARGV[2]) do
     out[#out + 1] = f[4] or ''
   end
 end
+if orphaned > 0 then redis.call('HINCRBY', KEYS[4], 'orphaned', orphaned) end
 return out
