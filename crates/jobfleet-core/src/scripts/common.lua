@@ -7,6 +7,9 @@
 --                     result the worker already serialized is not re-encoded.
 -- bury(...)           moves a job to the dead set and enforces the dead set's
 --                     caps (count and age), deleting the records it drops.
+-- hand_back(...)      puts a job whose attempt reached no outcome (graceful
+--                     hand-back, lost claim reply, dead worker) back at the
+--                     claim end of pending, the attempt uncounted.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -51,5 +54,20 @@ local function bury(dead, stats, job_key, job_prefix, id, now, reason, retention
       redis.call('ZREMRANGEBYRANK', dead, 0, excess - 1)
     end
   end
+end
+
+
+-- pending: the queue's pending LIST; key: the job's HASH. Returns the job's
+-- attempts counter after the uncount.
+local function hand_back(pending, key, id)
+  local attempts = redis.call('HINCRBY', key, 'attempts', -1)
+  if attempts < 0 then
+    attempts = 0
+    redis.call('HSET', key, 'attempts', 0)
+  end
+  redis.call('HSET', key, 'state', 'pending')
+  redis.call('HDEL', key, 'worker')
+  redis.call('RPUSH', pending, id)
+  return attempts
 end
 

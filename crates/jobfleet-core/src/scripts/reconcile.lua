@@ -19,12 +19,7 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
     redis.call('LREM', KEYS[1], 1, id)
     local key = ARGV[1] .. id
     if redis.call('EXISTS', key) == 1 then
-      if tonumber(redis.call('HGET', key, 'attempts') or '0') > 0 then
-        redis.call('HINCRBY', key, 'attempts', -1)
-      end
-      redis.call('HSET', key, 'state', 'pending')
-      redis.call('HDEL', key, 'worker')
-      redis.call('RPUSH', KEYS[2], id)
+      hand_back(KEYS[2], key, id)
       n = n + 1
     end
   end

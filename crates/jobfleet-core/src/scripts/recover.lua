@@ -27,10 +27,6 @@ for _, worker in ipairs(stale) do
     local key = ARGV[3] .. id
     if redis.call('EXISTS', key) == 1 then
       local recoveries = redis.call('HINCRBY', key, 'recoveries', 1)
-      -- The interrupted attempt reached no outcome: it does not count
-      -- against max_attempts (the poison-pill cap bounds recoveries).
-      local attempts = redis.call('HINCRBY', key, 'attempts', -1)
-      if attempts < 0 then redis.call('HSET', key, 'attempts', 0) end
       local f = redis.call('HMGET', key, 'task', 'attempts', 'cancel')
       if f[3] then
         -- Cancelled while it ran: its worker died before it could stop it.
@@ -47,10 +43,10 @@ for _, worker in ipairs(stale) do
           ',"error":"worker died while running it (poison-pill cap reached)"')
         buried = buried + 1
       else
-        redis.call('HSET', key, 'state', 'pending')
-        redis.call('HDEL', key, 'worker')
-        redis.call('RPUSH', KEYS[2], id)
-        publish_event(ARGV[5], id, ARGV[7], f[1], 'recovered', f[2], worker, now, nil)
+        -- The interrupted attempt reached no outcome: it does not count
+        -- against max_attempts (the poison-pill cap bounds recoveries).
+        local attempt = hand_back(KEYS[2], key, id)
+        publish_event(ARGV[5], id, ARGV[7], f[1], 'recovered', attempt, worker, now, nil)
         requeued = requeued + 1
       end
     end

@@ -14,12 +14,7 @@ while true do
   if not id then break end
   local key = ARGV[2] .. id
   if redis.call('EXISTS', key) == 1 then
-    if tonumber(redis.call('HGET', key, 'attempts') or '0') > 0 then
-      redis.call('HINCRBY', key, 'attempts', -1)
-    end
-    redis.call('HSET', key, 'state', 'pending')
-    redis.call('HDEL', key, 'worker')
-    redis.call('RPUSH', KEYS[2], id)
+    hand_back(KEYS[2], key, id)
     n = n + 1
   end
 end
