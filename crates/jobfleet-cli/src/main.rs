@@ -20,7 +20,15 @@ mod output;
 /// same Redis; this command submits work, waits for results, and shows what
 /// the fleet is doing.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about, propagate_version = true, max_term_width = 100)]
+#[command(
+    version,
+    about,
+    long_about,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = "Exit codes: 0 success; 1 a job failed, died or was cancelled; 2 `wait` timed out or the \
+                  command line was wrong; 3 any other error (bad input, unknown job, Redis unreachable)."
+)]
 struct Cli {
     /// Redis URL (redis://, rediss://, redis://user:password@host:port/db).
     #[arg(
