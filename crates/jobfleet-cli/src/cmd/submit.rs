@@ -78,7 +78,11 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
             anyhow::anyhow!("payload is not valid JSON: {e}; pass a JSON document such as '{{\"n\": 1}}'")
         })?;
         let spec = spec(&args, payload, args.key.clone());
-        out.print(&[queue.submit(spec).await?])?;
+        let submitted = queue.submit(spec).await?;
+        if !submitted.created {
+            eprintln!("job {} already exists: not submitted again (idempotency key)", submitted.id);
+        }
+        out.print(&[submitted])?;
     }
     out.stdout.flush()?;
     match events.as_mut() {
