@@ -1,23 +1,20 @@
 //! `jobfleet submit`: one job from the command line, or one job per line of
 //! stdin, streamed in batches (bounded memory, a few batches in flight).
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use jobfleet_core::{JobSpec, Queue, Submitted};
 use tokio::io::AsyncBufReadExt;
-use tokio::task::JoinHandle;
 
 use crate::Outcome;
+use crate::cmd::batches::Batches;
 use crate::cmd::track;
 use crate::connect::Target;
 
 /// Jobs per submit call when reading stdin.
 const BATCH: usize = 1000;
-/// Submit calls in flight at once.
-const IN_FLIGHT: usize = 4;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -80,7 +77,10 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         let spec = spec(&args, payload, args.key.clone());
         let submitted = queue.submit(spec).await?;
         if !submitted.created {
-            eprintln!("job {} already exists: not submitted again (idempotency key)", submitted.id);
+            eprintln!(
+                "job {} already exists: not submitted again (idempotency key)",
+                submitted.id
+            );
         }
         out.print(&[submitted])?;
     }
@@ -119,7 +119,7 @@ fn check_json(text: &str) -> Result<(), serde_json::Error> {
 async fn submit_stdin(queue: &Queue, args: &Args, out: &mut Printer) -> anyhow::Result<()> {
     let limit = queue.client().policy().max_payload_bytes;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut in_flight: VecDeque<JoinHandle<jobfleet_core::Result<Vec<Submitted>>>> = VecDeque::new();
+    let mut batches = Batches::new(queue);
     let mut batch = Vec::with_capacity(BATCH);
     let (mut line_no, mut submitted) = (0usize, 0usize);
     let mut bad_line = None;
@@ -143,20 +143,15 @@ async fn submit_stdin(queue: &Queue, args: &Args, out: &mut Printer) -> anyhow::
         let key = args.key.as_ref().map(|k| format!("{k}-{line_no}"));
         batch.push(spec(args, payload.to_string(), key));
         if batch.len() == BATCH {
-            let jobs = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            let queue = queue.clone();
-            in_flight.push_back(tokio::spawn(async move { queue.submit_batch(&jobs).await }));
-            if in_flight.len() >= IN_FLIGHT {
-                submitted += out.print(&in_flight.pop_front().expect("non-empty").await??)?;
-            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            submitted += out.print(&batches.send(full).await?)?;
         }
     }
     if !batch.is_empty() {
-        let queue = queue.clone();
-        in_flight.push_back(tokio::spawn(async move { queue.submit_batch(&batch).await }));
+        submitted += out.print(&batches.send(batch).await?)?;
     }
-    while let Some(call) = in_flight.pop_front() {
-        submitted += out.print(&call.await??)?;
+    while !batches.is_empty() {
+        submitted += out.print(&batches.next().await?)?;
     }
     out.stdout.flush()?;
     if let Some(problem) = bad_line {

@@ -2,24 +2,21 @@
 //! files and folders, submitted in batches; with `--wait`, a progress bar
 //! and a summary (done, failed with reasons, photos per second).
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use jobfleet_core::{JobSpec, Submitted};
+use jobfleet_core::JobSpec;
 use serde_json::json;
-use tokio::task::JoinHandle;
 
 use crate::Outcome;
+use crate::cmd::batches::Batches;
 use crate::cmd::track;
 use crate::connect::Target;
 
 /// Jobs per submit call.
 const BATCH: usize = 500;
-/// Submit calls in flight at once.
-const IN_FLIGHT: usize = 4;
 /// File extensions picked up when walking folders (the worker detects the
 /// real format from the bytes).
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "gif", "tif", "tiff", "jfif"];
@@ -85,7 +82,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
     };
     let started = Instant::now();
     let format = format!("{:?}", args.format).to_lowercase();
-    let mut in_flight: VecDeque<JoinHandle<jobfleet_core::Result<Vec<Submitted>>>> = VecDeque::new();
+    let mut batches = Batches::new(&queue);
     let mut ids = Vec::with_capacity(images.len());
     for chunk in images.chunks(BATCH) {
         let specs: Vec<JobSpec> = chunk
@@ -101,14 +98,10 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                 JobSpec::new("thumbnail", &payload).timeout(args.timeout)
             })
             .collect();
-        let queue = queue.clone();
-        in_flight.push_back(tokio::spawn(async move { queue.submit_batch(&specs).await }));
-        if in_flight.len() >= IN_FLIGHT {
-            ids.extend(in_flight.pop_front().expect("non-empty").await??);
-        }
+        ids.extend(batches.send(specs).await?);
     }
-    while let Some(call) = in_flight.pop_front() {
-        ids.extend(call.await??);
+    while !batches.is_empty() {
+        ids.extend(batches.next().await?);
     }
     let labels: std::collections::HashMap<String, String> = ids
         .iter()
