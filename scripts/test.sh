@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole check: formatting, lints, and every test (unit, Redis-backed
 # integration, end-to-end with the real binaries, the dashboard in headless
-# Chromium). Installs what the tests need when it is missing: redis-server
-# and chromium, from Debian's packages. Usage: scripts/test.sh
+# Chromium). Installs what the tests need when it is missing: redis-server,
+# chromium and openssl (for the TLS test's certificate), from Debian's packages. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages the tests need: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -333,3 +333,18 @@ fn the_worker_serves_prometheus_metrics_of_what_it_ran() {
     assert!(get("jobfleet_redis_call_seconds_count", &["op=\"ack\""]) >= 1.0);
     assert!(samples.contains_key("jobfleet_jobs_in_flight"));
 }
+
+#[test]
+fn rediss_urls_carry_the_whole_lifecycle_over_tls() {
+    let redis = jobfleet_testkit::RedisServer::start_with(jobfleet_testkit::RedisOptions {
+        tls: true,
+        ..Default::default()
+    });
+    assert!(redis.url().starts_with("rediss://"));
+    let mut fleet = Fleet::with_redis(redis);
+    fleet.start_worker(&[]);
+    let run = fleet.jobfleet(&["submit", "echo", r#"{"over": "tls"}"#, "--wait", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let finished: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(finished["result"], serde_json::json!({"over": "tls"}));
+}

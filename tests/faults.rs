@@ -104,7 +104,10 @@ fn a_stopped_worker_is_recovered_and_its_late_acks_are_refused() {
 /// Runs 1,500 jobs through a Redis that goes away for `outage` mid-run
 /// (SIGKILL, then a restart from its append-only file).
 fn redis_outage(outage: Duration) -> (Fleet, Vec<String>) {
-    let redis = RedisServer::start_with(RedisOptions { aof: true });
+    let redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
     let mut fleet = Fleet::with_redis(redis);
     for _ in 0..2 {
         fleet.start_chaos_worker(&["--concurrency", "8", "--dead-after", "3s"]);

@@ -103,7 +103,10 @@ async fn main() {
     let kill_every = Duration::from_secs(setting("SOAK_KILL_EVERY", 20));
     let keep_completed = setting("SOAK_KEEP_COMPLETED", 60);
     let dir = tempfile::tempdir().expect("scratch dir");
-    let mut redis = RedisServer::start_with(RedisOptions { aof: true });
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
     let here = std::env::current_exe().unwrap();
     let mut workers = Workers {
         program: here.with_file_name("jobfleet-chaos-worker"),

@@ -18,6 +18,10 @@ pub struct RedisOptions {
     /// Turn on the append-only file with `appendfsync always`, so a restart
     /// keeps every acknowledged write (used by the restart tests).
     pub aof: bool,
+    /// Serve TLS only, with a self-signed certificate made by `openssl`;
+    /// [`RedisServer::url`] is then a `rediss://` URL that skips certificate
+    /// verification (`#insecure`), and [`RedisServer::cmd`] is unavailable.
+    pub tls: bool,
 }
 
 /// A private `redis-server` process; killed (and its files removed) on drop.
@@ -62,9 +66,13 @@ impl RedisServer {
         self.port
     }
 
-    /// A `redis://` URL for this server.
+    /// A `redis://` URL for this server (`rediss://` with TLS on).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.options.tls {
+            format!("rediss://127.0.0.1:{}/#insecure", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     /// The server's working directory (where the AOF lives).
@@ -146,9 +154,31 @@ fn free_port() -> u16 {
 
 fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String> {
     let mut command = Command::new(redis_server_binary());
+    let log = dir.join("redis.log");
+    if options.tls {
+        make_certificate(dir)?;
+        let _ = std::fs::remove_file(&log);
+        command
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(dir.join("cert.pem"))
+            .arg("--tls-key-file")
+            .arg(dir.join("key.pem"))
+            .arg("--tls-ca-cert-file")
+            .arg(dir.join("cert.pem"))
+            .arg("--logfile")
+            .arg(&log);
+    } else {
+        command.arg("--port").arg(port.to_string());
+    }
     command
-        .arg("--port")
-        .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
         .arg("--dir")
         .arg(dir)
@@ -163,7 +193,13 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String>
     let mut child = command.spawn().map_err(|e| format!("spawn redis-server: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+        // A TLS server cannot be pinged in plain text: its log says when it is ready.
+        if options.tls {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Ready to accept connections") {
+                return Ok(child);
+            }
+        } else if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
             let mut reply = [0u8; 64];
             if stream.write_all(b"PING\r\n").is_ok()
@@ -187,5 +223,28 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String>
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 in `dir` (cert.pem, key.pem).
+fn make_certificate(dir: &Path) -> Result<(), String> {
+    if dir.join("cert.pem").exists() {
+        return Ok(());
+    }
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("run openssl to make a test certificate (install openssl): {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("openssl could not make a test certificate".into())
     }
 }

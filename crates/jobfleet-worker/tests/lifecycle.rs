@@ -211,7 +211,10 @@ async fn graceful_shutdown_hands_unfinished_jobs_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_run_loses_no_job_and_workers_resume() {
-    let mut server = RedisServer::start_with(RedisOptions { aof: true });
+    let mut server = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    });
     let client = Client::connect(&server.url()).await.unwrap();
     let q = client.queue("default").unwrap();
     let workers: Vec<Worker> = (0..2)
