@@ -30,10 +30,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Don
     let mut outage = Outage::new("ack");
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A write that failed may still have been applied (the reply was
+        // lost): its retry is then refused by the fence, which is no news.
+        let mut retrying = false;
         while !batch.is_empty() {
-            match write(&shared, &mut batch).await {
+            match write(&shared, &mut batch, retrying).await {
                 Ok(()) => outage.ok(),
-                Err(e) => tokio::time::sleep(outage.failed(&e)).await,
+                Err(e) => {
+                    retrying = true;
+                    tokio::time::sleep(outage.failed(&e)).await
+                }
             }
         }
     }
@@ -41,7 +47,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Don
 
 /// Writes the batch, removing what was written; on error the unwritten rest
 /// stays in `batch`.
-async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<()> {
+async fn write(shared: &Shared, batch: &mut Vec<Done>, retrying: bool) -> jobfleet_core::Result<()> {
     // Completions, grouped by (queue, worker), one script call per group.
     let mut groups: HashMap<(String, String), Vec<usize>> = HashMap::new();
     for (i, done) in batch.iter().enumerate() {
@@ -53,6 +59,7 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<
         }
     }
     let mut written = vec![false; batch.len()];
+    let mut refusals = Vec::new();
     let result = async {
         for ((queue, worker), indices) in &groups {
             let q = queue_handle(shared, queue)?;
@@ -72,8 +79,7 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<
                 if applied {
                     crate::metrics::job_finished(&job.queue, &job.task, "completed");
                 } else {
-                    crate::metrics::job_finished(&job.queue, &job.task, "refused");
-                    refused(&batch[i]);
+                    refusals.push(i);
                 }
             }
         }
@@ -88,7 +94,10 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<
                 FailOutcome::Scheduled { .. } => "retried",
                 FailOutcome::Dead => "dead",
                 FailOutcome::Cancelled => "cancelled",
-                FailOutcome::Stale => "refused",
+                FailOutcome::Stale => {
+                    refusals.push(i);
+                    continue;
+                }
             };
             crate::metrics::job_finished(&done.job.queue, &done.job.task, label);
             let (id, task, attempt) = (&done.job.id, &done.job.task, done.job.attempt);
@@ -100,12 +109,15 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>) -> jobfleet_core::Result<
                     tracing::warn!(job = %id, task = %task, attempt, error = %message, "job is dead")
                 }
                 FailOutcome::Cancelled => tracing::info!(job = %id, task = %task, "job cancelled"),
-                FailOutcome::Stale => refused(done),
+                FailOutcome::Stale => unreachable!("refusals are reported below"),
             }
         }
         Ok(())
     }
     .await;
+    for i in refusals {
+        refused(shared, &batch[i], retrying).await;
+    }
     {
         // Written (applied or refused): no longer ours in Redis.
         let mut held = shared.held.lock().expect("poisoned");
@@ -128,9 +140,23 @@ fn queue_handle<'a>(shared: &'a Shared, name: &str) -> jobfleet_core::Result<&'a
         .ok_or_else(|| jobfleet_core::Error::Protocol(format!("claimed from unknown queue {name}")))
 }
 
-fn refused(done: &Done) {
+/// Reports an outcome the fence refused. When retrying after a failed
+/// write, the refusal may be our own earlier write whose reply was lost: the
+/// job's record then shows this worker's outcome, and there is nothing to say.
+async fn refused(shared: &Shared, done: &Done, retrying: bool) {
+    let (queue, id) = (&done.job.queue, &done.job.id);
+    if retrying
+        && let Ok(q) = queue_handle(shared, queue)
+        && let Ok(Some(job)) = q.status(id).await
+        && job.worker.as_deref() == Some(done.worker.as_str())
+        && job.state != jobfleet_core::JobState::Active
+    {
+        tracing::debug!(job = %id, "outcome already written; its reply had been lost");
+        return;
+    }
+    crate::metrics::job_finished(queue, &done.job.task, "refused");
     tracing::warn!(
-        job = %done.job.id,
+        job = %id,
         worker = %done.worker,
         "outcome refused: this worker no longer holds the job (it was declared dead and the job \
          was handed to another worker), so the result is discarded"
