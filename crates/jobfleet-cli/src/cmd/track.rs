@@ -92,9 +92,13 @@ pub async fn wait(
     for id in &outcome.missing {
         eprintln!("{id} missing: no record (its record expired, or it was deleted)");
     }
+    let counted = if total == 1 {
+        report.noun.trim_end_matches('s')
+    } else {
+        report.noun
+    };
     eprintln!(
-        "{total} {}: {completed} completed, {dead} dead, {cancelled} cancelled{} in {:.2}s ({:.0} {}/s)",
-        report.noun,
+        "{total} {counted}: {completed} completed, {dead} dead, {cancelled} cancelled{} in {:.2}s ({:.0} {}/s)",
         if missing > 0 {
             format!(", {missing} missing")
         } else {
