@@ -355,6 +355,10 @@ async fn main() {
             lost.len().min(20),
             &lost[..lost.len().min(20)]
         );
+        // exit() skips destructors: stop the workers and Redis first.
+        drop(l);
+        drop(workers);
+        drop(redis);
         std::process::exit(1);
     }
 }
