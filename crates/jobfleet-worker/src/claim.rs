@@ -73,20 +73,22 @@ pub(crate) async fn run(
                     .extend(claimed.iter().map(|j| j.id.clone()));
                 for (job, permit) in claimed.into_iter().zip(permits) {
                     let cancel = tokio_util::sync::CancellationToken::new();
-                    shared
-                        .running
-                        .lock()
-                        .expect("poisoned")
-                        .insert(job.id.clone(), cancel.clone());
-                    crate::metrics::in_flight(shared.active.fetch_add(1, Ordering::Relaxed) + 1);
+                    {
+                        let mut running = shared.running.lock().expect("poisoned");
+                        running.insert(job.id.clone(), cancel.clone());
+                        crate::metrics::in_flight(running.len());
+                    }
                     let (shared, done, hand_back, worker) =
                         (shared.clone(), done.clone(), hand_back.clone(), worker.clone());
                     jobs.spawn(async move {
                         let started = std::time::Instant::now();
                         let outcome = runner::run(&shared.registry, &job, cancel, hand_back).await;
                         crate::metrics::job_duration(&job.queue, &job.task, started.elapsed());
-                        shared.running.lock().expect("poisoned").remove(&job.id);
-                        crate::metrics::in_flight(shared.active.fetch_sub(1, Ordering::Relaxed) - 1);
+                        {
+                            let mut running = shared.running.lock().expect("poisoned");
+                            running.remove(&job.id);
+                            crate::metrics::in_flight(running.len());
+                        }
                         if let Some(outcome) = outcome {
                             shared.processed.fetch_add(1, Ordering::Relaxed);
                             let _ = done.send(Done { worker, job, outcome });

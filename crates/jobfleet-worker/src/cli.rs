@@ -109,18 +109,15 @@ async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
         crate::metrics::install(addr).map_err(anyhow::Error::msg)?;
         tracing::info!("serving metrics at http://{addr}/metrics");
     }
+    let defaults = Config::new(args.redis);
     let config = Config {
-        redis_url: args.redis,
         prefix: args.prefix,
         queues: args.queues,
-        concurrency: args
-            .concurrency
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get())),
+        concurrency: args.concurrency.unwrap_or(defaults.concurrency),
         heartbeat: args.heartbeat,
         dead_after: args.dead_after,
         grace: args.grace,
         poll_interval: args.poll,
-        promote_interval: Duration::from_millis(250),
         allow_dirs: args.allow_dirs,
         thumbnail_limits: jobfleet_thumbnail::Limits {
             max_pixels: args.max_megapixels * 1_000_000,
@@ -135,6 +132,7 @@ async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
             poison_cap: args.poison_cap.max(1),
             ..Policy::default()
         },
+        ..defaults
     };
     crate::run(config, registry, shutdown_signal())
         .await

@@ -36,7 +36,7 @@ pub(crate) fn job_duration(queue: &str, task: &str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-pub(crate) fn in_flight(running: u32) {
+pub(crate) fn in_flight(running: usize) {
     metrics::gauge!("jobfleet_jobs_in_flight").set(running as f64);
 }
 

@@ -1,4 +1,4 @@
-//! Runs one claimed job: looks up its task, parses its payload, enforces its
+//! Runs one claimed job: looks up its task (which parses the payload), enforces its
 //! timeout, catches a panicking handler and honours cancellation. Whatever
 //! happens becomes an [`Outcome`] value; nothing here can stop the worker.
 
@@ -50,15 +50,6 @@ pub(crate) async fn run(
         };
         return Some(Outcome::Failed(FailKind::Permanent, message));
     };
-    let payload = match serde_json::from_str(&job.payload) {
-        Ok(payload) => payload,
-        Err(e) => {
-            return Some(Outcome::Failed(
-                FailKind::Permanent,
-                format!("payload is not valid JSON: {e}"),
-            ));
-        }
-    };
     let ctx = JobContext {
         id: job.id.clone(),
         queue: job.queue.clone(),
@@ -67,7 +58,7 @@ pub(crate) async fn run(
         max_attempts: job.max_attempts,
         cancel: cancel.clone(),
     };
-    let work = AssertUnwindSafe(handler(ctx, payload)).catch_unwind();
+    let work = AssertUnwindSafe(handler(ctx, job.payload.clone())).catch_unwind();
     let timeout = if job.timeout.is_zero() {
         Duration::from_secs(365 * 24 * 3600)
     } else {

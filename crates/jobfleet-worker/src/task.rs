@@ -61,7 +61,8 @@ pub struct JobContext {
     pub cancel: CancellationToken,
 }
 
-type Handler = Arc<dyn Fn(JobContext, serde_json::Value) -> BoxFuture<'static, TaskResult> + Send + Sync>;
+/// A registered handler: takes the payload as the JSON text stored on the job.
+type Handler = Arc<dyn Fn(JobContext, String) -> BoxFuture<'static, TaskResult> + Send + Sync>;
 
 /// The tasks a worker can run, by name.
 #[derive(Clone, Default)]
@@ -90,8 +91,9 @@ impl Registry {
         registry
     }
 
-    /// Registers an async handler. The payload is deserialized into `P`; a
-    /// payload that does not fit is a permanent error naming the task.
+    /// Registers an async handler. The payload is deserialized into `P`
+    /// straight from the job's JSON text; a payload that is not JSON, or does
+    /// not fit `P`, is a permanent error that says which.
     pub fn register<P, R, F, Fut>(&mut self, name: &str, handler: F) -> &mut Registry
     where
         P: DeserializeOwned + Send + 'static,
@@ -156,9 +158,14 @@ impl Registry {
     }
 }
 
-fn parse_payload<P: DeserializeOwned>(task: &str, payload: serde_json::Value) -> Result<P, TaskError> {
-    serde_json::from_value(payload)
-        .map_err(|e| TaskError::permanent(format!("payload does not fit task '{task}': {e}")))
+fn parse_payload<P: DeserializeOwned>(task: &str, payload: String) -> Result<P, TaskError> {
+    use serde_json::error::Category;
+    serde_json::from_str(&payload).map_err(|e| match e.classify() {
+        Category::Syntax | Category::Eof => TaskError::permanent(format!("payload is not valid JSON: {e}")),
+        Category::Data | Category::Io => {
+            TaskError::permanent(format!("payload does not fit task '{task}': {e}"))
+        }
+    })
 }
 
 fn to_json<R: Serialize>(result: R) -> TaskResult {

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -93,7 +93,6 @@ pub(crate) struct Shared {
     /// Every job this worker holds in a processing list as far as it knows:
     /// claimed, and its outcome not yet written. What `reconcile` keeps.
     pub(crate) held: Mutex<HashSet<String>>,
-    pub(crate) active: AtomicU32,
     pub(crate) processed: AtomicU64,
     started_ms: AtomicU64,
     host: String,
@@ -111,7 +110,7 @@ impl Shared {
             pid: std::process::id(),
             queues: self.config.queues.clone(),
             concurrency: self.config.concurrency as u32,
-            active: self.active.load(Ordering::Relaxed),
+            active: self.running.lock().expect("poisoned").len() as u32,
             processed: self.processed.load(Ordering::Relaxed),
             started_ms: self.started_ms.load(Ordering::Relaxed),
             last_heartbeat_ms: 0,
@@ -221,7 +220,6 @@ pub async fn run(
         wake: Notify::new(),
         running: Mutex::default(),
         held: Mutex::default(),
-        active: AtomicU32::new(0),
         processed: AtomicU64::new(0),
         started_ms: AtomicU64::new(0),
     });

@@ -86,6 +86,18 @@ async fn submit(q: &Queue, specs: Vec<JobSpec>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits (bounded) until workers hold at least `n` jobs of `q`.
+async fn until_active(q: &Queue, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while q.stats().await.unwrap().active < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workers never held {n} jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn wait_all(client: &Client, jobs: &[(String, String)]) -> HashMap<String, JobState> {
     let report = client
         .wait(jobs, Some(Duration::from_secs(60)), |_| {})
@@ -153,9 +165,7 @@ async fn jobs_of_a_crashed_worker_are_recovered_and_completed_by_the_others() {
 
     // Wait until the victim holds jobs, then kill it mid-job.
     let mut events = client.events(&[]).await.unwrap();
-    while q.stats().await.unwrap().active == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_active(&q, 1).await;
     victim.crash().await;
     let survivor = Worker::start(config(&server), runs.registry());
 
@@ -191,9 +201,7 @@ async fn graceful_shutdown_hands_unfinished_jobs_back() {
             .collect(),
     )
     .await;
-    while q.stats().await.unwrap().active < 2 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_active(&q, 2).await;
     worker.shutdown().await;
 
     let stats = q.stats().await.unwrap();
@@ -277,9 +285,7 @@ async fn a_recovered_worker_has_its_late_ack_refused_and_re_registers() {
     let runs = Runs::default();
     let worker = Worker::start(cfg, runs.registry());
     let jobs = submit(&q, vec![JobSpec::new("count", &json!({"ms": 500}))]).await;
-    while q.stats().await.unwrap().active == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_active(&q, 1).await;
     let first_worker = q.status(&jobs[0].1).await.unwrap().unwrap().worker.unwrap();
     // Declare every worker dead while the job runs, as a network cut would.
     assert_eq!(q.recover(Duration::ZERO).await.unwrap().requeued, 1);
@@ -365,9 +371,7 @@ async fn a_running_job_can_be_cancelled() {
     let q = client.queue("default").unwrap();
     let worker = Worker::start(config(&server), Registry::with_builtins());
     let jobs = submit(&q, vec![JobSpec::new("sleep", &json!({"ms": 60_000}))]).await;
-    while q.stats().await.unwrap().active == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_active(&q, 1).await;
     assert_eq!(
         q.cancel(&jobs[0].1).await.unwrap(),
         jobfleet_core::CancelOutcome::Cancelling

@@ -47,19 +47,6 @@ pub struct CancelArgs {
     queue: Option<String>,
 }
 
-/// Finds each job, failing with a clear message for unknown ids.
-async fn locate(client: &Client, ids: &[String], queue: Option<&str>) -> anyhow::Result<Vec<Job>> {
-    let mut jobs = Vec::with_capacity(ids.len());
-    for id in ids {
-        match client.find_job(id, queue).await {
-            Ok(job) => jobs.push(job),
-            Err(jobfleet_core::Error::JobNotFound(_)) => bail!("{}", not_found(id, queue)),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(jobs)
-}
-
 fn not_found(id: &str, queue: Option<&str>) -> String {
     format!(
         "no job with id {id}{}; check the id (finished jobs are kept for an hour by default)",
@@ -67,10 +54,10 @@ fn not_found(id: &str, queue: Option<&str>) -> String {
     )
 }
 
-/// The (queue, id) of every job, in one pipelined pass per queue; retried
-/// for a while when Redis is unreachable, since a waiting producer should
-/// ride out a Redis restart.
-async fn locate_for_wait(
+/// The (queue, id) of every job, in one pipelined pass per queue, failing
+/// with a clear message for an unknown id; retried for a while when Redis is
+/// unreachable, since a waiting producer should ride out a Redis restart.
+async fn locate(
     client: &Client,
     ids: &[String],
     queue: Option<&str>,
@@ -96,7 +83,7 @@ async fn locate_for_wait(
 
 pub async fn wait(target: &Target, args: WaitArgs) -> anyhow::Result<Outcome> {
     let client = target.connect().await?;
-    let pairs = locate_for_wait(&client, &args.ids, args.queue.as_deref()).await?;
+    let pairs = locate(&client, &args.ids, args.queue.as_deref()).await?;
     let started = Instant::now();
     let report = client
         .wait(&pairs, args.timeout, |f| {
@@ -134,9 +121,10 @@ pub async fn wait(target: &Target, args: WaitArgs) -> anyhow::Result<Outcome> {
 
 pub async fn status(target: &Target, args: StatusArgs) -> anyhow::Result<Outcome> {
     let client = target.connect().await?;
-    let job = locate(&client, std::slice::from_ref(&args.id), args.queue.as_deref())
-        .await?
-        .remove(0);
+    let job = match client.find_job(&args.id, args.queue.as_deref()).await {
+        Err(jobfleet_core::Error::JobNotFound(_)) => bail!("{}", not_found(&args.id, args.queue.as_deref())),
+        other => other?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&job)?);
     } else {
@@ -192,19 +180,14 @@ fn describe(job: &Job) -> String {
 
 pub async fn cancel(target: &Target, args: CancelArgs) -> anyhow::Result<Outcome> {
     let client = target.connect().await?;
-    let jobs = locate(&client, &args.ids, args.queue.as_deref()).await?;
-    for job in jobs {
-        let outcome = client.queue(&job.queue)?.cancel(&job.id).await?;
-        match outcome {
-            CancelOutcome::Cancelled => println!("{} cancelled", job.id),
+    for (queue, id) in locate(&client, &args.ids, args.queue.as_deref()).await? {
+        match client.queue(&queue)?.cancel(&id).await? {
+            CancelOutcome::Cancelled => println!("{id} cancelled"),
             CancelOutcome::Cancelling => {
-                println!(
-                    "{} cancelling: it is running; its worker was told to stop it",
-                    job.id
-                )
+                println!("{id} cancelling: it is running; its worker was told to stop it")
             }
-            CancelOutcome::AlreadyFinal(state) => println!("{} already {state}; nothing to cancel", job.id),
-            CancelOutcome::NotFound => bail!("no job with id {} (its record expired meanwhile)", job.id),
+            CancelOutcome::AlreadyFinal(state) => println!("{id} already {state}; nothing to cancel"),
+            CancelOutcome::NotFound => bail!("no job with id {id} (its record expired meanwhile)"),
         }
     }
     Ok(Outcome::Success)

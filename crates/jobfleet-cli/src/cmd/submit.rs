@@ -53,11 +53,7 @@ pub struct Args {
 pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
     let client = target.connect().await?;
     let queue = client.queue(&args.queue)?;
-    // Subscribe before submitting, so no completion can be missed.
-    let mut events = match args.wait {
-        true => Some(client.events(std::slice::from_ref(&args.queue)).await?),
-        false => None,
-    };
+    let mut events = track::subscribe_if(&client, &args.queue, args.wait).await?;
     let started = Instant::now();
     let mut out = Printer {
         json: args.json,

@@ -76,10 +76,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
     }
     let client = target.connect().await?;
     let queue = client.queue(&args.queue)?;
-    let mut events = match args.wait {
-        true => Some(client.events(std::slice::from_ref(&args.queue)).await?),
-        false => None,
-    };
+    let mut events = track::subscribe_if(&client, &args.queue, args.wait).await?;
     let started = Instant::now();
     let format = format!("{:?}", args.format).to_lowercase();
     let mut batches = Batches::new(&queue);

@@ -21,6 +21,15 @@ pub struct Report<'a> {
     pub labels: Option<&'a std::collections::HashMap<String, String>>,
 }
 
+/// Subscribes to `queue`'s events when the caller will wait: before anything
+/// is submitted, so no completion can be missed.
+pub async fn subscribe_if(client: &Client, queue: &str, wait: bool) -> anyhow::Result<Option<Subscription>> {
+    Ok(match wait {
+        true => Some(client.events(&[queue.to_string()]).await?),
+        false => None,
+    })
+}
+
 /// Waits for `jobs` on a subscription opened before they were submitted.
 /// Failures are named as they happen; exit status says whether all completed.
 pub async fn wait(
