@@ -135,7 +135,7 @@ async fn main() {
         tokio::spawn(async move {
             while let Some(feed) = events.next().await {
                 match feed {
-                    Feed::Subscribed => {
+                    Feed::Subscribed | Feed::Lagged => {
                         // Events published while we were cut off are lost:
                         // read the outstanding jobs' states instead.
                         let ids: Vec<String> = ledger.lock().unwrap().outstanding.iter().cloned().collect();

@@ -2,6 +2,7 @@
 //! cross-queue reads (find a job by id, wait, events, fleet stats, workers).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,8 +39,13 @@ pub struct Policy {
     pub backoff_jitter: f64,
     /// A job whose worker died this many times while running it is buried.
     pub poison_cap: u32,
-    /// The largest payload accepted, bytes of JSON text.
+    /// The largest payload accepted, bytes of JSON text: checked by this
+    /// client before submitting, and by the claim script for every job
+    /// (whoever wrote it), which buries a larger one.
     pub max_payload_bytes: usize,
+    /// The largest result a worker writes back, bytes of JSON text (results
+    /// are spliced into events); a larger one fails the job permanently.
+    pub max_result_bytes: usize,
 }
 
 impl Default for Policy {
@@ -53,6 +59,7 @@ impl Default for Policy {
             backoff_jitter: 0.25,
             poison_cap: 3,
             max_payload_bytes: crate::job::DEFAULT_MAX_PAYLOAD_BYTES,
+            max_result_bytes: crate::job::DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }
@@ -144,6 +151,9 @@ pub enum Feed {
     /// (Re)subscribed: messages published while disconnected were missed, so
     /// state read before this point may be stale.
     Subscribed,
+    /// The reader fell so far behind that messages were dropped (the buffer
+    /// is bounded): as after a resubscription, state read before may be stale.
+    Lagged,
     /// A message on one of the channels.
     Message {
         /// The channel it came on.
@@ -153,37 +163,52 @@ pub enum Feed {
     },
 }
 
+/// Messages a [`Subscription`] buffers for a slow reader before it drops
+/// them (and says so with [`Feed::Lagged`]).
+pub const SUBSCRIPTION_BUFFER: usize = 10_000;
+
 /// A pub/sub subscription that reconnects by itself. A background task reads
-/// the connection into a local channel, so a slow reader never makes Redis
-/// buffer (or drop) its output.
+/// the connection into a bounded local buffer, so a slow reader never makes
+/// Redis buffer its output (Redis would disconnect it) and never grows this
+/// process' memory without bound: past [`SUBSCRIPTION_BUFFER`] messages are
+/// dropped and the reader is told.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: mpsc::UnboundedReceiver<Feed>,
+    rx: mpsc::Receiver<Feed>,
+    lagged: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Subscription {
     /// The next message; `None` never happens while the subscription lives.
     pub async fn next(&mut self) -> Option<Feed> {
-        self.rx.recv().await
+        if self.lagged.swap(false, Ordering::AcqRel) {
+            return Some(Feed::Lagged);
+        }
+        let feed = self.rx.recv().await;
+        if self.lagged.swap(false, Ordering::AcqRel) {
+            // Dropped while we waited: say so first, the message is newer.
+            return Some(Feed::Lagged);
+        }
+        feed
     }
 
-    /// The next event (skipping messages that are not valid events); `None`
-    /// for a resubscription, after which missed events must be made up for.
+    /// The next event; `Some(None)` when events may have been missed (a
+    /// resubscription, a reader that fell behind, or a message that is not a
+    /// valid event), after which state must be read again.
     pub async fn next_event(&mut self) -> Option<Option<Event>> {
-        loop {
-            match self.rx.recv().await? {
-                Feed::Subscribed => return Some(None),
-                Feed::Message { payload, .. } => match serde_json::from_str::<Event>(&payload) {
-                    Ok(event) => return Some(Some(event)),
-                    Err(e) => tracing::debug!(%e, "ignoring a malformed event"),
-                },
-            }
+        match self.next().await? {
+            Feed::Subscribed | Feed::Lagged => Some(None),
+            Feed::Message { payload, .. } => match serde_json::from_str::<Event>(&payload) {
+                Ok(event) => Some(Some(event)),
+                Err(e) => {
+                    tracing::debug!(%e, "an event could not be read; treating it as missed");
+                    Some(None)
+                }
+            },
         }
     }
-}
 
-impl Subscription {
     /// Events already received and not yet read, without waiting.
     fn buffered_events(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
@@ -288,6 +313,28 @@ impl Client {
         Ok(())
     }
 
+    /// Removes an empty queue nobody serves: its counters, its workers set
+    /// and its name in the known-queues set. Refused with
+    /// [`Error::QueueBusy`] while it holds any job or a live worker (one that
+    /// beat within `live_within`) serves it.
+    pub async fn forget_queue(&self, name: &str, live_within: Duration) -> Result<()> {
+        let queue = self.queue(name)?;
+        queue.forget(live_within).await?;
+        let _: () = self.conn().srem(&self.global.queues, name).await?;
+        self.registered.lock().expect("poisoned").remove(name);
+        // A producer may have submitted between the two steps (the set lives
+        // in another Cluster slot): a queue with work is known again.
+        let stats = queue.stats().await?;
+        if stats.pending + stats.scheduled + stats.active + stats.dead > 0 {
+            let _: () = self.conn().sadd(&self.global.queues, name).await?;
+            return Err(Error::QueueBusy {
+                queue: name.to_string(),
+                what: "jobs submitted meanwhile".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Every known queue, sorted by name.
     pub async fn queue_names(&self) -> Result<Vec<String>> {
         let mut names: Vec<String> = self.conn().smembers(&self.global.queues).await?;
@@ -345,8 +392,20 @@ impl Client {
     /// subscription is confirmed, so anything published after this returns
     /// is delivered.
     pub async fn subscribe(&self, channels: Vec<String>, patterns: Vec<String>) -> Result<Subscription> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let lagged = Arc::new(AtomicBool::new(false));
         let redis = self.redis.clone();
+        let dropped = lagged.clone();
+        let probe = tx.clone();
+        // False once the reader is gone.
+        let deliver = move |feed: Feed| match tx.try_send(feed) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped.store(true, Ordering::Release);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             let mut warned = false;
@@ -358,7 +417,7 @@ impl Client {
                         }
                         warned = false;
                         backoff = Duration::from_millis(50);
-                        if tx.send(Feed::Subscribed).is_err() {
+                        if !deliver(Feed::Subscribed) {
                             return;
                         }
                         let mut stream = pubsub.on_message();
@@ -367,7 +426,7 @@ impl Client {
                                 channel: msg.get_channel_name().to_string(),
                                 payload: msg.get_payload().unwrap_or_default(),
                             };
-                            if tx.send(feed).is_err() {
+                            if !deliver(feed) {
                                 return;
                             }
                         }
@@ -379,7 +438,7 @@ impl Client {
                         }
                     }
                 }
-                if tx.is_closed() {
+                if probe.is_closed() {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
@@ -389,7 +448,7 @@ impl Client {
         // The first connection must work, so a caller learns at once that
         // Redis is unreachable instead of waiting forever.
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(Feed::Subscribed)) => Ok(Subscription { rx, task }),
+            Ok(Some(Feed::Subscribed)) => Ok(Subscription { rx, lagged, task }),
             _ => {
                 task.abort();
                 let pubsub = open_pubsub(&self.redis, &[], &[]).await;
@@ -650,11 +709,12 @@ impl Client {
         Ok(secs * 1000 + micros / 1000)
     }
 
-    /// Redis' `maxmemory-policy`, when the server lets us read it.
-    pub async fn maxmemory_policy(&self) -> Option<String> {
+    /// One of Redis' settings (`CONFIG GET name`), when the server lets us
+    /// read it (managed services often refuse `CONFIG`).
+    pub async fn config_value(&self, name: &str) -> Option<String> {
         let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
             .arg("GET")
-            .arg("maxmemory-policy")
+            .arg(name)
             .query_async(&mut self.conn())
             .await;
         reply.ok().and_then(|v| v.into_iter().nth(1))

@@ -23,6 +23,24 @@ pub enum Error {
         /// The limit in force.
         limit: usize,
     },
+    /// A delay or timeout too long to be represented.
+    #[error("the {what} {given} is too long: at most 100 years")]
+    DurationTooLong {
+        /// "delay" or "timeout".
+        what: &'static str,
+        /// What was given, readable.
+        given: String,
+    },
+    /// A queue that cannot be forgotten yet.
+    #[error(
+        "queue {queue} is not empty or still served ({what}); it can be forgotten once it is empty and no worker serves it"
+    )]
+    QueueBusy {
+        /// The queue.
+        queue: String,
+        /// What keeps it.
+        what: String,
+    },
     /// A task name that is empty or too long.
     #[error("invalid task name {0:?}: use 1 to 200 characters")]
     InvalidTaskName(String),

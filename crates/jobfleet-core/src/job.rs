@@ -79,6 +79,12 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default payload size limit (bytes of JSON text).
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Default result size limit (bytes of JSON text).
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
+/// The longest delay (and per-attempt timeout) a job may have: 100 years.
+/// Redis stamps are unix ms in a double, so anything much larger would not
+/// be exact; the submit script refuses more too.
+pub const MAX_DELAY: Duration = Duration::from_millis(3_155_760_000_000);
 
 /// A job to submit.
 #[derive(Debug, Clone)]
@@ -156,13 +162,22 @@ impl JobSpec {
         }
         serde_json::from_str::<serde::de::IgnoredAny>(&self.payload)
             .map_err(|e| Error::InvalidPayload(e.to_string()))?;
+        for (what, value) in [("delay", self.delay), ("timeout", self.timeout)] {
+            if value > MAX_DELAY {
+                return Err(Error::DurationTooLong {
+                    what,
+                    given: humantime::format_duration(value).to_string(),
+                });
+            }
+        }
         Ok(())
     }
 }
 
-/// Checks a caller-given job id.
+/// Checks a caller-given job id: 1 to 200 bytes without ASCII whitespace
+/// (the scripts apply the same rule, and ids are text: valid UTF-8).
 pub fn validate_job_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_whitespace) {
+    if id.is_empty() || id.len() > 200 || id.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r')) {
         return Err(Error::InvalidJobId(id.to_string()));
     }
     Ok(())

@@ -6,7 +6,8 @@
 //!   `{queue}` hash tag.
 //! - `scripts/*.lua`: one Lua script per state transition (submit, claim,
 //!   ack, fail, heartbeat, recover, promote, cancel, requeue, reconcile, dead
-//!   retry and purge, stats), each opening with its KEYS/ARGV/returns header.
+//!   retry and purge, stats, forget), each opening with its KEYS/ARGV/returns
+//!   header; [`scripts::SOURCES`] holds them as sent to Redis.
 //! - [`job`]: the job model ([`JobSpec`] to submit, [`ClaimedJob`] for a
 //!   worker, [`Job`] as read back, [`JobState`]).
 //! - [`event`]: the JSON events published on each queue's events channel.
@@ -38,7 +39,7 @@ pub mod event;
 pub mod job;
 pub mod keys;
 pub mod queue;
-mod scripts;
+pub mod scripts;
 
 pub use client::{
     Client, ConnectOptions, Feed, Finished, FleetStats, Policy, Subscription, WaitReport, WorkerInfo,
@@ -46,8 +47,8 @@ pub use client::{
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
 pub use job::{
-    ClaimedJob, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Job, JobSpec, JobState, new_job_id, validate_job_id,
-    validate_queue_name,
+    ClaimedJob, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TIMEOUT,
+    Job, JobSpec, JobState, MAX_DELAY, new_job_id, validate_job_id, validate_queue_name,
 };
 pub use keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
 pub use queue::{CancelOutcome, FailKind, FailOutcome, Queue, QueueStats, Recovered, Submitted};

@@ -18,6 +18,9 @@ use crate::scripts;
 /// small enough that one call never blocks Redis for long.
 const SUBMIT_CHUNK: usize = 1000;
 
+/// Dead-set entries per retry or purge script call.
+const DEAD_CHUNK: usize = 1000;
+
 /// A handle on one queue. Cheap to clone; its keys are built once.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -178,6 +181,7 @@ impl Queue {
                 inv.key(&self.keys.pending)
                     .key(&self.keys.scheduled)
                     .key(&self.keys.stats)
+                    .key(&self.keys.dead)
                     .arg(&self.keys.notify);
                 for (spec, id) in specs.iter().zip(ids) {
                     inv.key(self.keys.job(id))
@@ -206,14 +210,23 @@ impl Queue {
     /// processing list. Fails with [`Error::WorkerRecovered`] when the worker
     /// is no longer registered.
     pub async fn claim(&self, worker: &str, n: usize) -> Result<Vec<ClaimedJob>> {
+        let policy = self.client.policy();
         let reply: Vec<Value> = scripts::CLAIM
             .key(&self.keys.pending)
             .key(self.keys.processing(worker))
             .key(&self.keys.workers)
             .key(&self.keys.stats)
+            .key(&self.keys.dead)
             .arg(worker)
             .arg(n)
             .arg(&self.keys.job_prefix)
+            .arg(policy.max_payload_bytes)
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(policy.completed_retention.as_secs())
+            .arg(policy.dead_retention.as_secs())
+            .arg(policy.dead_max_count)
+            .arg(policy.dead_retention.as_millis() as u64)
             .invoke_async(&mut self.client.conn())
             .await?;
         let mut fields = reply.into_iter();
@@ -359,26 +372,79 @@ impl Queue {
             .key(self.keys.processing(worker))
             .key(&self.keys.pending)
             .key(&self.keys.workers)
+            .key(&self.keys.stats)
             .arg(worker)
             .arg(&self.keys.job_prefix)
             .arg(&self.keys.notify)
             .arg(if leave { "1" } else { "0" })
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(self.client.policy().completed_retention.as_secs())
             .invoke_async(&mut self.client.conn())
             .await?)
     }
 
     /// Hands back every job in `worker`'s processing list that is not in
     /// `held` (the jobs it runs or has yet to write back): for after a claim
-    /// whose reply was lost. Returns how many were handed back.
+    /// whose reply was lost, or an outcome Redis rolled back (a failover, a
+    /// crash before fsync). Jobs whose cancel was requested end cancelled.
+    /// Returns how many were handed back.
     pub async fn reconcile(&self, worker: &str, held: &[String]) -> Result<u64> {
         Ok(scripts::RECONCILE
             .key(self.keys.processing(worker))
             .key(&self.keys.pending)
+            .key(&self.keys.stats)
             .arg(&self.keys.job_prefix)
             .arg(&self.keys.notify)
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(self.client.policy().completed_retention.as_secs())
+            .arg(worker)
             .arg(held)
             .invoke_async(&mut self.client.conn())
             .await?)
+    }
+
+    /// Which of `ids` have had their cancel requested (the record's `cancel`
+    /// flag), in one pipelined round trip: for a worker that may have missed
+    /// the control message while it was resubscribing.
+    pub async fn cancel_requested(&self, ids: &[String]) -> Result<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hexists(self.keys.job(id), "cancel");
+        }
+        Ok(pipe.query_async(&mut self.client.conn()).await?)
+    }
+
+    /// Deletes this queue's counters and workers set if it holds no job and
+    /// no live worker serves it (see [`Client::forget_queue`], which also
+    /// drops the name from the known queues).
+    pub(crate) async fn forget(&self, live_within: Duration) -> Result<()> {
+        let reply: String = scripts::FORGET
+            .key(&self.keys.pending)
+            .key(&self.keys.scheduled)
+            .key(&self.keys.dead)
+            .key(&self.keys.workers)
+            .key(&self.keys.stats)
+            .arg(&self.keys.processing_prefix)
+            .arg(live_within.as_millis() as u64)
+            .invoke_async(&mut self.client.conn())
+            .await?;
+        match reply.strip_prefix("busy:") {
+            None if reply == "forgotten" => Ok(()),
+            None => Err(Error::Protocol(format!("forget replied {reply:?}"))),
+            Some(what) => Err(Error::QueueBusy {
+                queue: self.name.to_string(),
+                what: match what {
+                    "active" => "jobs in a worker's processing list".to_string(),
+                    "workers" => "a live worker serves it".to_string(),
+                    other => format!("{other} jobs"),
+                },
+            }),
+        }
     }
 
     /// Cancels a job: at once when pending or scheduled, cooperatively (its
@@ -482,25 +548,56 @@ impl Queue {
     }
 
     /// Gives dead jobs (all when `ids` is empty) a fresh set of attempts.
+    /// Only records still dead are retried. Works in chunks of 1,000, one
+    /// script call each, so a large dead set never blocks Redis for long.
     pub async fn dead_retry(&self, ids: &[String]) -> Result<u64> {
-        Ok(scripts::DEAD_RETRY
-            .key(&self.keys.dead)
-            .key(&self.keys.pending)
-            .arg(&self.keys.job_prefix)
-            .arg(&self.keys.notify)
-            .arg(ids)
-            .invoke_async(&mut self.client.conn())
-            .await?)
+        self.dead_chunks(&scripts::DEAD_RETRY, ids, |inv| {
+            inv.key(&self.keys.dead)
+                .key(&self.keys.pending)
+                .arg(&self.keys.job_prefix)
+                .arg(&self.keys.notify);
+        })
+        .await
     }
 
-    /// Deletes dead jobs (all when `ids` is empty) for good.
+    /// Deletes dead jobs (all when `ids` is empty) for good, in chunks like
+    /// [`Queue::dead_retry`]. Only records still dead are deleted.
     pub async fn dead_purge(&self, ids: &[String]) -> Result<u64> {
-        Ok(scripts::DEAD_PURGE
-            .key(&self.keys.dead)
-            .arg(&self.keys.job_prefix)
-            .arg(ids)
-            .invoke_async(&mut self.client.conn())
-            .await?)
+        self.dead_chunks(&scripts::DEAD_PURGE, ids, |inv| {
+            inv.key(&self.keys.dead).arg(&self.keys.job_prefix);
+        })
+        .await
+    }
+
+    /// Runs a dead-set script over `ids` (every entry when empty), a chunk
+    /// per call. `head` adds the script's fixed KEYS and ARGV.
+    async fn dead_chunks(
+        &self,
+        script: &redis::Script,
+        ids: &[String],
+        head: impl Fn(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<u64> {
+        let mut total = 0;
+        if ids.is_empty() {
+            loop {
+                let mut inv = script.prepare_invoke();
+                head(&mut inv);
+                inv.arg("all").arg(DEAD_CHUNK);
+                let (done, examined): (u64, usize) = inv.invoke_async(&mut self.client.conn()).await?;
+                total += done;
+                if examined < DEAD_CHUNK {
+                    return Ok(total);
+                }
+            }
+        }
+        for chunk in ids.chunks(DEAD_CHUNK) {
+            let mut inv = script.prepare_invoke();
+            head(&mut inv);
+            inv.arg("ids").arg(chunk);
+            let (done, _): (u64, usize) = inv.invoke_async(&mut self.client.conn()).await?;
+            total += done;
+        }
+        Ok(total)
     }
 }
 

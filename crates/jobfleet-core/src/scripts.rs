@@ -6,28 +6,37 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-macro_rules! script {
-    ($name:ident, $file:literal) => {
-        pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
-            Script::new(concat!(
-                include_str!("scripts/common.lua"),
-                include_str!($file)
-            ))
-        });
+macro_rules! scripts {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(
+            pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
+                Script::new(concat!(include_str!("scripts/common.lua"), include_str!(concat!("scripts/", $file))))
+            });
+        )*
+
+        /// Every script as it is sent to Redis (`common.lua` then the
+        /// transition), by file name: what `jobfleet protocol scripts` writes
+        /// out for producers in other languages.
+        pub const SOURCES: &[(&str, &str)] = &[
+            $(($file, concat!(include_str!("scripts/common.lua"), include_str!(concat!("scripts/", $file))))),*
+        ];
     };
 }
 
-script!(SUBMIT, "scripts/submit.lua");
-script!(CLAIM, "scripts/claim.lua");
-script!(ACK, "scripts/ack.lua");
-script!(FAIL, "scripts/fail.lua");
-script!(HEARTBEAT, "scripts/heartbeat.lua");
-script!(RECOVER, "scripts/recover.lua");
-script!(PROMOTE, "scripts/promote.lua");
-script!(CANCEL, "scripts/cancel.lua");
-script!(REQUEUE, "scripts/requeue.lua");
-script!(RECONCILE, "scripts/reconcile.lua");
-script!(DEAD_RETRY, "scripts/dead_retry.lua");
-script!(DEAD_PURGE, "scripts/dead_purge.lua");
-script!(STATS, "scripts/stats.lua");
-script!(WORKER_INFO, "scripts/worker_info.lua");
+scripts! {
+    SUBMIT => "submit.lua",
+    CLAIM => "claim.lua",
+    ACK => "ack.lua",
+    FAIL => "fail.lua",
+    HEARTBEAT => "heartbeat.lua",
+    RECOVER => "recover.lua",
+    PROMOTE => "promote.lua",
+    CANCEL => "cancel.lua",
+    REQUEUE => "requeue.lua",
+    RECONCILE => "reconcile.lua",
+    DEAD_RETRY => "dead_retry.lua",
+    DEAD_PURGE => "dead_purge.lua",
+    STATS => "stats.lua",
+    WORKER_INFO => "worker_info.lua",
+    FORGET => "forget.lua",
+}

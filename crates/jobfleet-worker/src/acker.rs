@@ -27,7 +27,7 @@ pub(crate) struct Done {
 
 /// Writes outcomes until every sender is gone and all are written.
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
-    let mut outage = Outage::new("ack");
+    let mut outage = Outage::new("ack", &shared);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // A write that failed may still have been applied (the reply was
@@ -123,7 +123,7 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>, retrying: bool) -> jobfle
         let mut held = shared.held.lock().expect("poisoned");
         for (done, &w) in batch.iter().zip(&written) {
             if w {
-                held.remove(&done.job.id);
+                held.remove(&(done.job.queue.clone(), done.job.id.clone()));
             }
         }
     }

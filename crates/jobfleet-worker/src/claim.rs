@@ -1,6 +1,10 @@
 //! The claim loop: take free slots first, then claim that many jobs (one
 //! script call per queue, highest priority first), start each on its slot,
 //! and sleep until notified (or the fallback poll) when there is no work.
+//!
+//! It is also the one place that reconciles (hands back what our processing
+//! lists hold that we do not run), so a reconcile never races a claim whose
+//! jobs are not yet recorded as held.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use std::sync::atomic::Ordering;
 use jobfleet_core::{ClaimedJob, Error};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::acker::Done;
@@ -18,6 +23,17 @@ use crate::worker::Shared;
 
 /// The most jobs one claim call asks for.
 const MAX_CLAIM_BATCH: usize = 256;
+
+/// What one round of claim calls across the queues got.
+struct Claim {
+    /// The worker id the jobs were claimed under.
+    worker: String,
+    jobs: Vec<ClaimedJob>,
+    /// A queue answered that this id was recovered: re-register.
+    recovered: bool,
+    /// A later queue's call failed after earlier ones succeeded.
+    failed: Option<Error>,
+}
 
 /// Claims and starts jobs until `shutdown` resolves.
 pub(crate) async fn run(
@@ -29,10 +45,8 @@ pub(crate) async fn run(
 ) {
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(shared.config.concurrency));
-    let mut outage = Outage::new("claim");
-    // Set when a claim failed: Redis may have run it and lost the reply,
-    // leaving jobs in our processing list that nothing runs.
-    let mut unsure = false;
+    let mut outage = Outage::new("claim", shared);
+    let mut next_reconcile = Instant::now() + shared.config.reconcile_interval;
     loop {
         // A slot before a claim: never hold a job that cannot start.
         let first = tokio::select! {
@@ -48,10 +62,11 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        if unsure {
+        if shared.reconcile_due.swap(false, Ordering::AcqRel) || Instant::now() >= next_reconcile {
             match reconcile(shared).await {
-                Ok(()) => unsure = false,
+                Ok(()) => next_reconcile = Instant::now() + shared.config.reconcile_interval,
                 Err(e) => {
+                    shared.reconcile_due.store(true, Ordering::Release);
                     drop(permits);
                     let wait = outage.failed(&e);
                     tokio::select! {
@@ -62,101 +77,175 @@ pub(crate) async fn run(
                 }
             }
         }
-        match claim(shared, permits.len()).await {
-            Ok((worker, claimed)) if !claimed.is_empty() => {
-                outage.ok();
-                crate::metrics::claim_batch(claimed.len());
-                shared
-                    .held
-                    .lock()
-                    .expect("poisoned")
-                    .extend(claimed.iter().map(|j| j.id.clone()));
-                for (job, permit) in claimed.into_iter().zip(permits) {
-                    let cancel = tokio_util::sync::CancellationToken::new();
-                    {
-                        let mut running = shared.running.lock().expect("poisoned");
-                        running.insert(job.id.clone(), cancel.clone());
-                        crate::metrics::in_flight(running.len());
-                    }
-                    let (shared, done, hand_back, worker) =
-                        (shared.clone(), done.clone(), hand_back.clone(), worker.clone());
-                    jobs.spawn(async move {
-                        let started = std::time::Instant::now();
-                        let outcome = runner::run(&shared.registry, &job, cancel, hand_back).await;
-                        crate::metrics::job_duration(&job.queue, &job.task, started.elapsed());
-                        {
-                            let mut running = shared.running.lock().expect("poisoned");
-                            running.remove(&job.id);
-                            crate::metrics::in_flight(running.len());
-                        }
-                        if let Some(outcome) = outcome {
-                            shared.processed.fetch_add(1, Ordering::Relaxed);
-                            let _ = done.send(Done { worker, job, outcome });
-                        }
-                        drop(permit);
-                    });
-                }
-            }
-            Ok(_) => {
-                outage.ok();
-                drop(permits);
-                // Idle: wait for a notification or the fallback poll, reaping
-                // finished jobs meanwhile without claiming again.
-                let poll = tokio::time::sleep(shared.config.poll_interval);
-                tokio::pin!(poll);
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = &mut shutdown => return,
-                        _ = shared.wake.notified() => break,
-                        _ = &mut poll => break,
-                        Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
-                    }
-                }
-            }
-            Err(Error::WorkerRecovered(stale)) => shared.reregister(&stale).await,
+        let claim = match claim(shared, permits.len()).await {
+            Ok(claim) => claim,
             Err(e) => {
-                unsure = true;
+                // Redis may have run the claim and lost the reply, leaving
+                // jobs in our processing list that nothing runs.
+                shared.reconcile_due.store(true, Ordering::Release);
                 drop(permits);
                 let wait = outage.failed(&e);
                 tokio::select! {
                     _ = &mut shutdown => return,
                     _ = tokio::time::sleep(wait) => {}
                 }
+                continue;
+            }
+        };
+        let idle = claim.jobs.is_empty() && !claim.recovered && claim.failed.is_none();
+        if claim.failed.is_none() {
+            outage.ok();
+        }
+        if !claim.jobs.is_empty() {
+            crate::metrics::claim_batch(claim.jobs.len());
+        }
+        let mut permits = permits.into_iter();
+        start(
+            shared,
+            jobs,
+            &done,
+            &hand_back,
+            &claim.worker,
+            claim.jobs,
+            &mut permits,
+        );
+        drop(permits);
+        if claim.recovered {
+            // What was claimed from the queues before the one that refused
+            // runs under the old id, which is kept beating until it is written.
+            shared.reregister(&claim.worker).await;
+        }
+        if let Some(e) = claim.failed {
+            shared.reconcile_due.store(true, Ordering::Release);
+            let wait = outage.failed(&e);
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        } else if idle {
+            // Idle: wait for a notification or the fallback poll, reaping
+            // finished jobs meanwhile without claiming again.
+            let poll = tokio::time::sleep(shared.config.poll_interval);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return,
+                    _ = shared.wake.notified() => break,
+                    _ = &mut poll => break,
+                    Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+                }
             }
         }
     }
 }
 
-/// Hands back whatever our processing lists hold that we do not know of.
+/// Records the claimed jobs as held and starts each on one of `permits`.
+fn start(
+    shared: &Arc<Shared>,
+    jobs: &mut JoinSet<()>,
+    done: &mpsc::UnboundedSender<Done>,
+    hand_back: &CancellationToken,
+    worker: &str,
+    claimed: Vec<ClaimedJob>,
+    permits: &mut impl Iterator<Item = tokio::sync::OwnedSemaphorePermit>,
+) {
+    shared.held.lock().expect("poisoned").extend(
+        claimed
+            .iter()
+            .map(|j| ((j.queue.clone(), j.id.clone()), worker.to_string())),
+    );
+    for job in claimed {
+        let permit = permits.next().expect("never more jobs than permits");
+        let cancel = CancellationToken::new();
+        {
+            let mut running = shared.running.lock().expect("poisoned");
+            running.insert((job.queue.clone(), job.id.clone()), cancel.clone());
+            crate::metrics::in_flight(running.len());
+        }
+        let (shared, done, hand_back, worker) = (
+            shared.clone(),
+            done.clone(),
+            hand_back.clone(),
+            worker.to_string(),
+        );
+        jobs.spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome =
+                runner::run(&shared.registry, &job, cancel, hand_back, shared.client.policy()).await;
+            crate::metrics::job_duration(&job.queue, &job.task, started.elapsed());
+            {
+                let mut running = shared.running.lock().expect("poisoned");
+                running.remove(&(job.queue.clone(), job.id.clone()));
+                crate::metrics::in_flight(running.len());
+            }
+            if let Some(outcome) = outcome {
+                shared.processed.fetch_add(1, Ordering::Relaxed);
+                let _ = done.send(Done { worker, job, outcome });
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Hands back whatever our processing lists hold that we do not know of,
+/// under the current id and under retired ones; a retired id that holds
+/// nothing any more leaves the queues.
 async fn reconcile(shared: &Shared) -> jobfleet_core::Result<()> {
-    let worker = shared.id();
-    let held: Vec<String> = shared.held.lock().expect("poisoned").iter().cloned().collect();
-    for q in &shared.queues {
-        let n = q.reconcile(&worker, &held).await?;
-        if n > 0 {
-            tracing::warn!(
-                queue = q.name(),
-                jobs = n,
-                "handed back jobs claimed by a call whose reply was lost"
-            );
+    let current = shared.id();
+    let retired: Vec<String> = shared.retired.lock().expect("poisoned").clone();
+    for worker in std::iter::once(&current).chain(&retired) {
+        let mut holds = false;
+        for q in &shared.queues {
+            let held = shared.held_in(q.name(), worker);
+            holds |= !held.is_empty();
+            let n = q.reconcile(worker, &held).await?;
+            if n > 0 {
+                tracing::warn!(
+                    queue = q.name(),
+                    jobs = n,
+                    "handed back jobs our processing list held but no task ran (a claim reply \
+                     lost, or an outcome Redis rolled back)"
+                );
+            }
+        }
+        if *worker != current && !holds {
+            for q in &shared.queues {
+                q.requeue(worker, true).await?;
+            }
+            shared.retired.lock().expect("poisoned").retain(|r| r != worker);
         }
     }
     Ok(())
 }
 
-/// Claims up to `n` jobs across the queues in priority order; returns the
-/// worker id they were claimed under with the jobs.
-async fn claim(shared: &Shared, n: usize) -> jobfleet_core::Result<(String, Vec<ClaimedJob>)> {
-    let worker = shared.id();
-    let mut claimed = Vec::new();
+/// Claims up to `n` jobs across the queues in priority order. A refusal or
+/// an error from a later queue keeps what earlier ones gave.
+async fn claim(shared: &Shared, n: usize) -> jobfleet_core::Result<Claim> {
+    let mut claim = Claim {
+        worker: shared.id(),
+        jobs: Vec::new(),
+        recovered: false,
+        failed: None,
+    };
     for q in &shared.queues {
         let started = std::time::Instant::now();
-        claimed.extend(q.claim(&worker, n - claimed.len()).await?);
+        match q.claim(&claim.worker, n - claim.jobs.len()).await {
+            Ok(jobs) => claim.jobs.extend(jobs),
+            Err(Error::WorkerRecovered(_)) => {
+                claim.recovered = true;
+                break;
+            }
+            Err(e) if claim.jobs.is_empty() => return Err(e),
+            Err(e) => {
+                claim.failed = Some(e);
+                break;
+            }
+        }
         crate::metrics::redis_call("claim", started.elapsed());
-        if claimed.len() == n {
+        if claim.jobs.len() == n {
             break;
         }
     }
-    Ok((worker, claimed))
+    Ok(claim)
 }

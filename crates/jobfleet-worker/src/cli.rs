@@ -72,6 +72,17 @@ struct Args {
     /// A job whose worker died this many times while running it is buried.
     #[arg(long, default_value_t = 3)]
     poison_cap: u32,
+    /// How often to hand back jobs our processing lists hold that no task
+    /// runs (an outcome Redis rolled back in a failover); also after any outage.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    reconcile: Duration,
+    /// The largest payload run, in bytes; a job with a larger one is buried
+    /// whoever submitted it.
+    #[arg(long, default_value_t = jobfleet_core::DEFAULT_MAX_PAYLOAD_BYTES)]
+    max_payload_bytes: usize,
+    /// The largest result written back, in bytes; a larger one fails the job.
+    #[arg(long, default_value_t = jobfleet_core::DEFAULT_MAX_RESULT_BYTES)]
+    max_result_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -118,6 +129,7 @@ async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
         dead_after: args.dead_after,
         grace: args.grace,
         poll_interval: args.poll,
+        reconcile_interval: args.reconcile,
         allow_dirs: args.allow_dirs,
         thumbnail_limits: jobfleet_thumbnail::Limits {
             max_pixels: args.max_megapixels * 1_000_000,
@@ -130,6 +142,8 @@ async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
             dead_max_count: args.dead_max,
             backoff_base: args.backoff,
             poison_cap: args.poison_cap.max(1),
+            max_payload_bytes: args.max_payload_bytes,
+            max_result_bytes: args.max_result_bytes,
             ..Policy::default()
         },
         ..defaults

@@ -1,6 +1,7 @@
 //! The heartbeat loop: refreshes this worker's entry in each queue's workers
 //! set and its description, on a timer independent of task load. A refresh
 //! that finds the entry gone means the fleet declared this worker dead.
+//! Ids retired by a re-registration are refreshed too while they hold jobs.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crate::outage::Outage;
 use crate::worker::Shared;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut outage = Outage::new("heartbeat");
+    let mut outage = Outage::new("heartbeat", &shared);
     let mut tick = tokio::time::interval(shared.config.heartbeat);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -33,6 +34,15 @@ async fn beat(shared: &Shared) -> jobfleet_core::Result<()> {
     let mut recovered = false;
     for q in &shared.queues {
         recovered |= q.heartbeat(&id, false).await?.is_none();
+    }
+    // Ids retired by a re-registration still hold jobs in queues where they
+    // were not recovered: keep them alive there until those are written
+    // (the claim loop's reconcile retires them for good).
+    let retired: Vec<String> = shared.retired.lock().expect("poisoned").clone();
+    for old in &retired {
+        for q in &shared.queues {
+            q.heartbeat(old, false).await?;
+        }
     }
     if recovered {
         shared.reregister(&id).await;

@@ -1,9 +1,12 @@
 //! The listener: one pub/sub connection per worker process, subscribed to
 //! each queue's notify channel (wake the claim loop) and control channel
-//! (cancel a running job). After a reconnect it wakes the claim loop, since
-//! notifications may have been missed; the fallback poll covers the rest.
+//! (cancel a running job of that queue). After a reconnect, or when it fell
+//! behind, messages may have been missed: it wakes the claim loop, re-reads
+//! the cancel flags of the running jobs, and asks for a reconcile.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jobfleet_core::Feed;
@@ -13,9 +16,12 @@ use crate::worker::Shared;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut channels = Vec::new();
+    // Control channel -> its queue: a cancel names an id within one queue.
+    let mut control: HashMap<String, String> = HashMap::new();
     for q in &shared.queues {
         channels.push(q.keys().notify.clone());
         channels.push(q.keys().control.clone());
+        control.insert(q.keys().control.clone(), q.name().to_string());
     }
     let mut subscription = loop {
         tokio::select! {
@@ -29,6 +35,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
     };
+    let mut first = true;
     loop {
         let feed = tokio::select! {
             _ = stop.cancelled() => return,
@@ -36,19 +43,66 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         };
         match feed {
             None => return,
-            Some(Feed::Subscribed) => shared.wake.notify_one(),
-            Some(Feed::Message { channel, payload }) => {
-                if channel.ends_with(":control") {
-                    if let Some(id) = payload.strip_prefix("cancel ") {
-                        let token = shared.running.lock().expect("poisoned").get(id).cloned();
-                        if let Some(token) = token {
-                            tracing::info!(job = id, "cancelling a running job");
-                            token.cancel();
-                        }
-                    }
-                } else {
-                    shared.wake.notify_one();
+            Some(Feed::Subscribed) if std::mem::take(&mut first) => shared.wake.notify_one(),
+            Some(Feed::Subscribed | Feed::Lagged) => {
+                shared.wake.notify_one();
+                shared.reconcile_due.store(true, Ordering::Release);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = recheck_cancels(&shared) => {}
                 }
+            }
+            Some(Feed::Message { channel, payload }) => match control.get(&channel) {
+                Some(queue) => {
+                    if let Some(id) = payload.strip_prefix("cancel ") {
+                        cancel(&shared, queue, id);
+                    }
+                }
+                None => shared.wake.notify_one(),
+            },
+        }
+    }
+}
+
+fn cancel(shared: &Shared, queue: &str, id: &str) {
+    let token = shared
+        .running
+        .lock()
+        .expect("poisoned")
+        .get(&(queue.to_string(), id.to_string()))
+        .cloned();
+    if let Some(token) = token {
+        tracing::info!(queue, job = id, "cancelling a running job");
+        token.cancel();
+    }
+}
+
+/// Cancel messages published while we were not subscribed are lost: read
+/// the running jobs' cancel flags instead (retried until Redis answers).
+async fn recheck_cancels(shared: &Shared) {
+    for q in &shared.queues {
+        let ids: Vec<String> = {
+            let running = shared.running.lock().expect("poisoned");
+            running
+                .keys()
+                .filter(|(queue, _)| queue == q.name())
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
+        let mut backoff = Duration::from_millis(100);
+        let flags = loop {
+            match q.cancel_requested(&ids).await {
+                Ok(flags) => break flags,
+                Err(e) => {
+                    tracing::debug!(error = %e, "re-reading cancel flags failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        for (id, flagged) in ids.iter().zip(flags) {
+            if flagged {
+                cancel(shared, q.name(), id);
             }
         }
     }

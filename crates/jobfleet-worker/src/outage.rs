@@ -1,7 +1,13 @@
 //! Logs a Redis outage once when it starts and once when it ends, instead of
 //! once per failed call, and gives the backoff to wait before trying again.
+//! When an outage ends it asks for a reconcile: the Redis that answers now
+//! may be a promoted replica, or a restart, that lost recent writes.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use crate::worker::Shared;
 
 /// One background loop's view of whether Redis is reachable.
 #[derive(Debug)]
@@ -9,14 +15,17 @@ pub(crate) struct Outage {
     what: &'static str,
     down: bool,
     backoff: Duration,
+    /// Set when an outage ends (the worker's `reconcile_due`).
+    reconcile: Arc<AtomicBool>,
 }
 
 impl Outage {
-    pub(crate) fn new(what: &'static str) -> Outage {
+    pub(crate) fn new(what: &'static str, shared: &Shared) -> Outage {
         Outage {
             what,
             down: false,
             backoff: Duration::from_millis(100),
+            reconcile: shared.reconcile_due.clone(),
         }
     }
 
@@ -39,6 +48,7 @@ impl Outage {
         if self.down {
             tracing::info!("{}: redis reachable again", self.what);
             self.down = false;
+            self.reconcile.store(true, Ordering::Release);
         }
         self.backoff = Duration::from_millis(100);
     }

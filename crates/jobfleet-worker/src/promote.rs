@@ -12,7 +12,7 @@ use crate::worker::Shared;
 const BATCH: usize = 1000;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut outage = Outage::new("promote");
+    let mut outage = Outage::new("promote", &shared);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -11,7 +11,7 @@ use crate::outage::Outage;
 use crate::worker::Shared;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut outage = Outage::new("recover");
+    let mut outage = Outage::new("recover", &shared);
     let period = (shared.config.dead_after / 2).max(Duration::from_millis(50));
     loop {
         tokio::select! {

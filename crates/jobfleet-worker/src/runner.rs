@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use jobfleet_core::{ClaimedJob, FailKind};
+use jobfleet_core::{ClaimedJob, FailKind, Policy};
 use tokio_util::sync::CancellationToken;
 
 use crate::task::{JobContext, Registry, TaskError};
@@ -31,12 +31,15 @@ pub(crate) enum Stop {
     HandBack,
 }
 
-/// Runs `job`; `None` means it was stopped for hand-back.
+/// Runs `job`; `None` means it was stopped for hand-back. A result over the
+/// policy's size limit fails the job permanently (results are spliced into
+/// events and kept in the job's record).
 pub(crate) async fn run(
     registry: &Registry,
     job: &ClaimedJob,
     cancel: CancellationToken,
     hand_back: CancellationToken,
+    policy: &Policy,
 ) -> Option<Outcome> {
     let Some(handler) = registry.get(&job.task) else {
         let message = if job.task.is_empty() {
@@ -80,7 +83,21 @@ pub(crate) async fn run(
         }
     };
     Some(match result {
-        Ok(Ok(Ok(value))) => Outcome::Completed(value.to_string()),
+        Ok(Ok(Ok(value))) => {
+            let text = value.to_string();
+            if text.len() > policy.max_result_bytes {
+                Outcome::Failed(
+                    FailKind::Permanent,
+                    format!(
+                        "result is {} bytes, over the {} byte limit",
+                        text.len(),
+                        policy.max_result_bytes
+                    ),
+                )
+            } else {
+                Outcome::Completed(text)
+            }
+        }
         Ok(Ok(Err(TaskError { message, retryable }))) => {
             let kind = if retryable {
                 FailKind::Retry

@@ -1,10 +1,10 @@
 //! The worker's shared state and [`run`], which wires the claim loop, the
 //! acker and the background loops together and shuts them down in order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -38,6 +38,10 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How often due scheduled jobs are promoted.
     pub promote_interval: Duration,
+    /// How often the worker compares its processing lists with what it
+    /// holds, handing back jobs it does not run (an outcome Redis rolled
+    /// back, a lost claim reply). It also does so after any Redis outage.
+    pub reconcile_interval: Duration,
     /// Folders file-reading tasks (thumbnail) may read and write.
     pub allow_dirs: Vec<PathBuf>,
     /// Decompression-bomb and size limits of the thumbnail task.
@@ -59,6 +63,7 @@ impl Config {
             grace: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             promote_interval: Duration::from_millis(250),
+            reconcile_interval: Duration::from_secs(5),
             allow_dirs: Vec::new(),
             thumbnail_limits: jobfleet_thumbnail::Limits::default(),
             policy: Policy::default(),
@@ -77,6 +82,9 @@ pub enum WorkerError {
     Redis(#[from] jobfleet_core::Error),
 }
 
+/// A job as the worker tracks it: (queue, id).
+pub(crate) type JobRef = (String, String);
+
 /// What every part of a running worker shares.
 pub(crate) struct Shared {
     pub(crate) client: Client,
@@ -88,11 +96,20 @@ pub(crate) struct Shared {
     reregistering: tokio::sync::Mutex<()>,
     /// Woken by notifications: there may be work.
     pub(crate) wake: Notify,
-    /// Running jobs by id, with the token that cancels each.
-    pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
-    /// Every job this worker holds in a processing list as far as it knows:
-    /// claimed, and its outcome not yet written. What `reconcile` keeps.
-    pub(crate) held: Mutex<HashSet<String>>,
+    /// Running jobs by (queue, id), with the token that cancels each. Ids
+    /// are unique only within a queue.
+    pub(crate) running: Mutex<HashMap<JobRef, CancellationToken>>,
+    /// Every job this worker holds in a processing list as far as it knows,
+    /// with the worker id it was claimed under: claimed, and its outcome not
+    /// yet written. What `reconcile` keeps.
+    pub(crate) held: Mutex<HashMap<JobRef, String>>,
+    /// Ids this worker had before it re-registered that may still hold jobs
+    /// in some queue: beaten on and reconciled until they hold nothing.
+    pub(crate) retired: Mutex<Vec<String>>,
+    /// Set when Redis may have lost or rolled back writes (an outage ended,
+    /// pub/sub resubscribed, the worker re-registered): the claim loop
+    /// reconciles before its next claim.
+    pub(crate) reconcile_due: Arc<AtomicBool>,
     pub(crate) processed: AtomicU64,
     started_ms: AtomicU64,
     host: String,
@@ -101,6 +118,15 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn id(&self) -> String {
         self.identity.read().expect("poisoned").clone()
+    }
+
+    /// The ids of `queue`'s jobs held under `worker`.
+    pub(crate) fn held_in(&self, queue: &str, worker: &str) -> Vec<String> {
+        let held = self.held.lock().expect("poisoned");
+        held.iter()
+            .filter(|((q, _), w)| q == queue && w.as_str() == worker)
+            .map(|((_, id), _)| id.clone())
+            .collect()
     }
 
     pub(crate) fn info(&self) -> WorkerInfo {
@@ -138,9 +164,13 @@ impl Shared {
         Ok(())
     }
 
-    /// Called when the fleet declared `stale` dead (its heartbeat was too
-    /// old) and handed its jobs to others: take a fresh id and register it.
-    /// Acks of jobs claimed under the old id will be refused by the fence.
+    /// Called when the fleet declared `stale` dead in some queue (its
+    /// heartbeat was too old) and handed its jobs there to others: take a
+    /// fresh id and register it. Acks of jobs recovered from the old id will
+    /// be refused by the fence. In queues where the old id was not recovered,
+    /// what it still holds is kept (and beaten on) until written; the rest
+    /// (a partial claim that was never started) is handed back by the next
+    /// reconcile.
     pub(crate) async fn reregister(&self, stale: &str) {
         let _guard = self.reregistering.lock().await;
         if self.id() != stale {
@@ -155,6 +185,8 @@ impl Shared {
             humantime::format_duration(self.config.dead_after)
         );
         *self.identity.write().expect("poisoned") = fresh;
+        self.retired.lock().expect("poisoned").push(stale.to_string());
+        self.reconcile_due.store(true, Ordering::Release);
         let _ = self.client.remove_worker_info(stale).await;
         if let Err(e) = self.register().await {
             tracing::warn!(error = %e, "re-registering failed; the heartbeat loop will retry");
@@ -194,13 +226,7 @@ pub async fn run(
         ..ConnectOptions::default()
     };
     let client = Client::connect_with(&config.redis_url, options).await?;
-    match client.maxmemory_policy().await.as_deref() {
-        Some("noeviction") | None => {}
-        Some(policy) => tracing::warn!(
-            "redis maxmemory-policy is {policy}: under memory pressure Redis may evict queue keys \
-             and lose jobs; set it to noeviction"
-        ),
-    }
+    warn_about_durability(&client).await;
     let queues = config
         .queues
         .iter()
@@ -220,6 +246,8 @@ pub async fn run(
         wake: Notify::new(),
         running: Mutex::default(),
         held: Mutex::default(),
+        retired: Mutex::default(),
+        reconcile_due: Arc::new(AtomicBool::new(false)),
         processed: AtomicU64::new(0),
         started_ms: AtomicU64::new(0),
     });
@@ -283,6 +311,31 @@ pub async fn run(
     Ok(())
 }
 
+/// Warns at start-up when Redis is set up to lose jobs: keys it may evict,
+/// or no append-only file (a restart then loses everything since the last
+/// snapshot, or everything when snapshots are off too).
+async fn warn_about_durability(client: &Client) {
+    match client.config_value("maxmemory-policy").await.as_deref() {
+        Some("noeviction") | None => {}
+        Some(policy) => tracing::warn!(
+            "redis maxmemory-policy is {policy}: under memory pressure Redis may evict queue keys \
+             and lose jobs; set it to noeviction"
+        ),
+    }
+    if client.config_value("appendonly").await.as_deref() == Some("no") {
+        let save = client.config_value("save").await.unwrap_or_default();
+        let since = if save.trim().is_empty() {
+            "every job (snapshots are off too)".to_string()
+        } else {
+            "the jobs written since its last snapshot".to_string()
+        };
+        tracing::warn!(
+            "redis has appendonly no: a Redis restart or crash loses {since}; set appendonly yes \
+             (see docs/RELIABILITY.md)"
+        );
+    }
+}
+
 fn check(config: &Config) -> Result<(), WorkerError> {
     if config.queues.is_empty() {
         return Err(WorkerError::Config(
@@ -298,6 +351,11 @@ fn check(config: &Config) -> Result<(), WorkerError> {
     if config.heartbeat.is_zero() {
         return Err(WorkerError::Config(
             "the heartbeat interval must be above zero".into(),
+        ));
+    }
+    if config.reconcile_interval.is_zero() {
+        return Err(WorkerError::Config(
+            "the reconcile interval must be above zero".into(),
         ));
     }
     if config.dead_after <= config.heartbeat * 2 {

@@ -16,7 +16,8 @@
 -- Per job: LREM, HMGET, HSET, EXPIRE (HDEL only when a cancel flag is there).
 -- The event costs about as much again, so it is built only when someone is
 -- subscribed; its queue and worker are encoded once per batch, and no Lua
--- number is formatted per job except the duration (as an integer).
+-- number is formatted per job except the duration (as an integer, never
+-- negative even when Redis' clock stepped back since the claim).
 
 local now_n = now_ms()
 local now = tostring(now_n)
@@ -53,8 +54,7 @@ for i = 6, #ARGV, 2 do
       end
       local attempt = f[2]
       if not (attempt and string.find(attempt, '^%d+$')) then attempt = '0' end
-      local started = tonumber(f[3])
-      local duration = started and string.format('%d', now_n - started) or '0'
+      local duration = string.format('%d', since(now_n, f[3]))
       redis.call('PUBLISH', ARGV[3], '{"id":' .. cjson.encode(id) .. ',"queue":' .. queue_json ..
         ',"task":' .. tj .. ',"state":"completed","attempt":' .. attempt .. ',"worker":' .. worker_json ..
         ',"ms":' .. now .. ',"duration_ms":' .. duration .. ',"result":' .. result .. '}')

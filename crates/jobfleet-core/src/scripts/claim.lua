@@ -4,51 +4,89 @@
 -- KEYS[2]  processing LIST of this worker
 -- KEYS[3]  workers ZSET (worker -> last heartbeat)
 -- KEYS[4]  stats HASH
+-- KEYS[5]  dead ZSET
 -- ARGV[1]  worker id
 -- ARGV[2]  n, the most jobs to claim
 -- ARGV[3]  job key prefix
+-- ARGV[4]  the largest payload a worker runs, bytes (0: no limit)
+-- ARGV[5]  events channel      ARGV[6]  queue name
+-- ARGV[7]  completed/cancelled retention, s (0: delete at once)
+-- ARGV[8]  dead retention, s   ARGV[9]  dead set max count
+-- ARGV[10] dead set max age, ms
 --
 -- The move is pending -> processing inside this one script (LMPOP, then
 -- LPUSH of the same ids), so exactly one worker holds an id.
 -- A worker that is not in the workers set was recovered (declared dead): it
 -- must re-register under a fresh id, so nothing is claimed.
+--
+-- Only ids whose record says `pending` (or has no state: a hand-written
+-- record) are claimed. Others are stale entries and are dropped: a job
+-- cancelled while it waited (cancel marks it and leaves the id in the list,
+-- O(1); its retention starts here), or a second entry of an id that has
+-- moved on. An id without a record is dropped and counted as `orphaned`.
+-- An id that is not valid UTF-8 (no client could ack it), or a payload over
+-- the limit, is buried with the reason. Stale entries do not use up n: the
+-- script pops on, examining at most n + 1000 ids per call.
+--
 -- Returns {'recovered'} or {'ok', then per job: id, task, payload, attempt,
 -- max_attempts, timeout_ms}. Fields missing from a hand-written record come
--- back as '' so the worker can fail the job with a clear error. An id whose
--- record no longer exists is dropped and counted as `orphaned`.
+-- back as '' so the worker can fail the job with a clear error.
 --
 -- Two redis.call per job (HMGET, HSET): the move is one LMPOP and one LPUSH
--- per batch, a record is known missing when HMGET finds none of task,
--- payload and state, and the attempt is counted in the same HSET. `now` and
--- the attempt are passed as text (see submit.lua).
+-- per batch, and the attempt is counted in the same HSET. `now` and the
+-- attempt are passed as text (see submit.lua).
 
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) == false then
   return {'recovered'}
 end
-local now = tostring(now_ms())
+local now_n = now_ms()
+local now = tostring(now_n)
 redis.call('ZADD', KEYS[3], now, ARGV[1])
+local want = tonumber(ARGV[2])
+local budget = want + 1000
+local limit = tonumber(ARGV[4])
 local out = {'ok'}
-local popped = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', ARGV[2])
-if not popped then return out end
-local ids = popped[2]
-redis.call('LPUSH', KEYS[2], unpack(ids))
-local orphaned = 0
-for _, id in ipairs(ids) do
-  local key = ARGV[3] .. id
-  local f = redis.call('HMGET', key, 'task', 'payload', 'max_attempts', 'timeout_ms', 'attempts', 'state')
-  if not (f[1] or f[2] or f[6]) then
-    redis.call('LREM', KEYS[2], 1, id)
-    orphaned = orphaned + 1
-  else
-    local attempt = string.format('%d', (tonumber(f[5]) or 0) + 1)
-    redis.call('HSET', key, 'attempts', attempt, 'state', 'active', 'worker', ARGV[1], 'started_ms', now)
-    out[#out + 1] = id
-    out[#out + 1] = f[1] or ''
-    out[#out + 1] = f[2] or ''
-    out[#out + 1] = attempt
-    out[#out + 1] = f[3] or ''
-    out[#out + 1] = f[4] or ''
+local claimed = {}
+local examined, orphaned, skipped_cancelled = 0, 0, 0
+while #claimed < want and examined < budget do
+  local popped = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', math.min(want - #claimed, budget - examined))
+  if not popped then break end
+  for _, id in ipairs(popped[2]) do
+    examined = examined + 1
+    local key = ARGV[3] .. id
+    local f = redis.call('HMGET', key, 'task', 'payload', 'max_attempts', 'timeout_ms', 'attempts', 'state', 'queued')
+    if not (f[1] or f[2] or f[6]) then
+      orphaned = orphaned + 1
+    elseif f[6] and f[6] ~= 'pending' then
+      if f[7] then
+        redis.call('HDEL', key, 'queued')
+        skipped_cancelled = skipped_cancelled + 1
+        if f[6] == 'cancelled' then keep_for(key, ARGV[7]) end
+      end
+    elseif not valid_id(id) then
+      bury(KEYS[5], KEYS[4], key, ARGV[3], id, now_n,
+        'job id is not valid UTF-8 (or is empty, over 200 bytes, or has whitespace): no client can address it',
+        ARGV[8], ARGV[9], ARGV[10])
+    elseif limit > 0 and f[2] and #f[2] > limit then
+      local reason = 'payload is ' .. #f[2] .. ' bytes, over the ' .. limit .. ' byte limit'
+      bury(KEYS[5], KEYS[4], key, ARGV[3], id, now_n, reason, ARGV[8], ARGV[9], ARGV[10])
+      publish_event(ARGV[5], id, ARGV[6], f[1], 'dead', f[5], ARGV[1], now, ',"error":' .. cjson.encode(reason))
+    else
+      local attempt = string.format('%d', (tonumber(f[5]) or 0) + 1)
+      redis.call('HSET', key, 'attempts', attempt, 'state', 'active', 'worker', ARGV[1], 'started_ms', now)
+      claimed[#claimed + 1] = id
+      out[#out + 1] = id
+      out[#out + 1] = f[1] or ''
+      out[#out + 1] = f[2] or ''
+      out[#out + 1] = attempt
+      out[#out + 1] = f[3] or ''
+      out[#out + 1] = f[4] or ''
+    end
   end
 end
+for s = 1, #claimed, 1000 do
+  redis.call('LPUSH', KEYS[2], unpack(claimed, s, math.min(s + 999, #claimed)))
+end
 if orphaned > 0 then redis.call('HINCRBY', KEYS[4], 'orphaned', orphaned) end
+if skipped_cancelled > 0 then redis.call('HINCRBY', KEYS[4], 'pending_cancelled', -skipped_cancelled) end
 return out

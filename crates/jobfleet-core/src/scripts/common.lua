@@ -2,18 +2,58 @@
 --
 -- now_ms()            Redis' own clock in unix ms: the one clock for leases,
 --                     heartbeats and schedules (hosts' clocks are never used).
+-- since(now, t)       ms from t to now, never negative (Redis' clock may step
+--                     back: NTP, a failover to a host whose clock is behind).
+-- valid_id(id)        1 to 200 bytes of UTF-8 without whitespace: what every
+--                     client can address (ids are text in every language).
 -- publish_event(...)  publishes one event JSON line on a queue's events channel.
 --                     `extra` is a raw JSON fragment (",\"result\":{...}") so a
 --                     result the worker already serialized is not re-encoded.
--- bury(...)           moves a job to the dead set and enforces the dead set's
---                     caps (count and age), deleting the records it drops.
+-- trim_dead(...)      enforces the dead set's caps (age, then count).
+-- bury(...)           moves a job to the dead set, then trims it.
+-- end_cancelled(...)  ends a job cancelled, with its retention and event.
 -- hand_back(...)      puts a job whose attempt reached no outcome (graceful
---                     hand-back, lost claim reply, dead worker) back at the
---                     claim end of pending, the attempt uncounted.
+--                     hand-back, lost claim reply, rolled-back outcome, dead
+--                     worker) back at the claim end of pending, the attempt
+--                     uncounted; a job whose cancel was requested ends
+--                     cancelled instead.
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function since(now, t)
+  t = tonumber(t)
+  if not t or t > now then return 0 end
+  return now - t
+end
+
+local function valid_id(id)
+  local n = #id
+  if n == 0 or n > 200 or string.find(id, '%s') then return false end
+  if not string.find(id, '[\128-\255]') then return true end
+  local i = 1
+  while i <= n do
+    local c = string.byte(id, i)
+    local len
+    if c < 0x80 then len = 1
+    elseif c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then len = 3
+    elseif c >= 0xF0 and c <= 0xF4 then len = 4
+    else return false end
+    for j = i + 1, i + len - 1 do
+      local d = string.byte(id, j)
+      if not d or d < 0x80 or d > 0xBF then return false end
+    end
+    local d = string.byte(id, i + 1)
+    if (c == 0xE0 and d < 0xA0) or (c == 0xED and d > 0x9F)
+      or (c == 0xF0 and d < 0x90) or (c == 0xF4 and d > 0x8F) then
+      return false
+    end
+    i = i + len
+  end
+  return true
 end
 
 local function publish_event(channel, id, queue, task, state, attempt, worker, ms, extra)
@@ -27,6 +67,29 @@ local function publish_event(channel, id, queue, task, state, attempt, worker, m
     ',"ms":' .. ms .. (extra or '') .. '}')
 end
 
+-- Drops dead-set entries older than max_age_ms (up to `limit` of them),
+-- then the oldest beyond max_count. A dropped entry's record is deleted only
+-- while it is still dead: once it expired, its id may name a new job (an
+-- idempotency key used again), which must not be touched.
+local function trim_dead(dead, job_prefix, now, max_count, max_age_ms, limit)
+  local function drop(ids)
+    for _, old_id in ipairs(ids) do
+      local key = job_prefix .. old_id
+      if redis.call('HGET', key, 'state') == 'dead' then redis.call('DEL', key) end
+      redis.call('ZREM', dead, old_id)
+    end
+  end
+  max_age_ms = tonumber(max_age_ms)
+  if max_age_ms > 0 then
+    drop(redis.call('ZRANGEBYSCORE', dead, '-inf', now - max_age_ms, 'LIMIT', 0, limit))
+  end
+  max_count = tonumber(max_count)
+  if max_count > 0 then
+    local excess = redis.call('ZCARD', dead) - max_count
+    if excess > 0 then drop(redis.call('ZRANGE', dead, 0, math.min(excess, limit) - 1)) end
+  end
+end
+
 -- dead: the queue's dead ZSET; job_key: the job's HASH; retention_s: how long
 -- the dead record is kept; max_count/max_age_ms: the dead set's caps.
 local function bury(dead, stats, job_key, job_prefix, id, now, reason, retention_s, max_count, max_age_ms)
@@ -35,39 +98,46 @@ local function bury(dead, stats, job_key, job_prefix, id, now, reason, retention
   redis.call('HDEL', job_key, 'cancel')
   if tonumber(retention_s) > 0 then redis.call('EXPIRE', job_key, retention_s) end
   redis.call('HINCRBY', stats, 'dead', 1)
-  max_age_ms = tonumber(max_age_ms)
-  if max_age_ms > 0 then
-    local old = redis.call('ZRANGEBYSCORE', dead, '-inf', now - max_age_ms, 'LIMIT', 0, 100)
-    for _, old_id in ipairs(old) do
-      redis.call('DEL', job_prefix .. old_id)
-      redis.call('ZREM', dead, old_id)
-    end
-  end
-  max_count = tonumber(max_count)
-  if max_count > 0 then
-    local excess = redis.call('ZCARD', dead) - max_count
-    if excess > 0 then
-      local oldest = redis.call('ZRANGE', dead, 0, excess - 1)
-      for _, old_id in ipairs(oldest) do
-        redis.call('DEL', job_prefix .. old_id)
-      end
-      redis.call('ZREMRANGEBYRANK', dead, 0, excess - 1)
-    end
-  end
+  trim_dead(dead, job_prefix, now, max_count, max_age_ms, 100)
 end
 
+-- Applies the completed/cancelled retention to a finished record.
+local function keep_for(key, retention_s)
+  if tonumber(retention_s) > 0 then redis.call('EXPIRE', key, retention_s) else redis.call('DEL', key) end
+end
 
--- pending: the queue's pending LIST; key: the job's HASH. Returns the job's
--- attempts counter after the uncount.
-local function hand_back(pending, key, id)
-  local attempts = redis.call('HINCRBY', key, 'attempts', -1)
-  if attempts < 0 then
-    attempts = 0
-    redis.call('HSET', key, 'attempts', 0)
+-- q: {stats, events, queue, retention}: the queue's stats HASH, events
+-- channel, name, and the cancelled retention (s).
+local function end_cancelled(q, key, id, task, attempt, worker, now, err)
+  if err then
+    redis.call('HSET', key, 'state', 'cancelled', 'error', err, 'finished_ms', now)
+  else
+    redis.call('HSET', key, 'state', 'cancelled', 'finished_ms', now)
   end
-  redis.call('HSET', key, 'state', 'pending')
+  redis.call('HDEL', key, 'cancel', 'worker')
+  keep_for(key, q.retention)
+  redis.call('HINCRBY', q.stats, 'cancelled', 1)
+  local extra = nil
+  if err then extra = ',"error":' .. cjson.encode(err) end
+  publish_event(q.events, id, q.queue, task, 'cancelled', attempt, worker, now, extra)
+end
+
+-- pending: the queue's pending LIST; key: the job's HASH; q as for
+-- end_cancelled; worker: whose hand-back it is (for the event). Returns
+-- 'pending' (with the attempts counter after the uncount) or 'cancelled'.
+local function hand_back(pending, key, id, q, worker, now)
+  local f = redis.call('HMGET', key, 'cancel', 'task', 'attempts')
+  local attempts = (tonumber(f[3]) or 1) - 1
+  if attempts < 0 then attempts = 0 end
+  if f[1] then
+    -- Cancelled while it ran: it must not run again.
+    redis.call('HSET', key, 'attempts', attempts)
+    end_cancelled(q, key, id, f[2], attempts, worker, now, nil)
+    return 'cancelled', attempts
+  end
+  redis.call('HSET', key, 'attempts', attempts, 'state', 'pending')
   redis.call('HDEL', key, 'worker')
   redis.call('RPUSH', pending, id)
-  return attempts
+  return 'pending', attempts
 end
 

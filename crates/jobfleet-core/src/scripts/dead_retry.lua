@@ -1,26 +1,39 @@
--- dead_retry.lua: give dead jobs a fresh set of attempts.
+-- dead_retry.lua: give dead jobs a fresh set of attempts, in chunks.
 --
 -- KEYS[1]  dead ZSET          KEYS[2]  pending LIST
 -- ARGV[1]  job key prefix     ARGV[2]  notify channel
--- ARGV[3..] ids to retry; none means every dead job
+-- ARGV[3]  'all': the oldest ARGV[4] entries of the dead set;
+--          'ids': the ids in ARGV[4..] (at most 1,000 per call)
 --
--- Returns how many jobs went back to pending.
+-- Only a record whose state is `dead` is retried: an entry whose record
+-- expired, or whose id now names another job (an idempotency key used
+-- again), is dropped from the dead set and left alone. Ids that are not
+-- valid UTF-8 stay dead. The caller repeats 'all' until fewer than ARGV[4]
+-- entries were examined, so no call blocks Redis for long.
+-- Returns {retried, entries examined}.
 
-local ids = {}
-for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
-if #ids == 0 then ids = redis.call('ZRANGE', KEYS[1], 0, -1) end
+local ids
+if ARGV[3] == 'all' then
+  ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+else
+  ids = {}
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+end
 local n = 0
 for _, id in ipairs(ids) do
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    local key = ARGV[1] .. id
-    if redis.call('EXISTS', key) == 1 then
+  local key = ARGV[1] .. id
+  local dead = redis.call('HGET', key, 'state') == 'dead'
+  if dead and valid_id(id) then
+    if redis.call('ZREM', KEYS[1], id) == 1 then
       redis.call('HSET', key, 'state', 'pending', 'attempts', 0, 'recoveries', 0)
       redis.call('HDEL', key, 'finished_ms', 'worker')
       redis.call('PERSIST', key)
       redis.call('LPUSH', KEYS[2], id)
       n = n + 1
     end
+  elseif not dead then
+    redis.call('ZREM', KEYS[1], id)
   end
 end
 if n > 0 then redis.call('PUBLISH', ARGV[2], n) end
-return n
+return {n, #ids}

@@ -14,9 +14,12 @@
 -- ARGV[12] dead retention, s    ARGV[13] dead set max count
 -- ARGV[14] dead set max age, ms
 --
--- The fence as in ack.lua. A job whose cancellation was requested ends
--- cancelled. Otherwise a permanent error, or no attempts left, buries it;
--- else it is scheduled at now + min(cap, base * 2^(attempt-1)) * (1 + jitter).
+-- The fence as in ack.lua. Only the record's `cancel` flag ends a job
+-- cancelled: with the flag set any failure becomes `cancelled`, and a
+-- failure of kind `cancelled` without it (a stop meant for another job) is
+-- a retryable failure. Otherwise a permanent error, or no attempts left,
+-- buries it; else it is scheduled at
+-- now + min(cap, base * 2^(attempt-1)) * (1 + jitter).
 -- Returns {'stale'} | {'cancelled'} | {'dead'} | {'scheduled', run_at_ms}.
 
 local id, err, kind = ARGV[2], ARGV[3], ARGV[4]
@@ -27,12 +30,16 @@ local now = now_ms()
 local key = KEYS[5]
 local f = redis.call('HMGET', key, 'task', 'attempts', 'max_attempts', 'started_ms', 'cancel')
 local attempt = tonumber(f[2]) or 1
-local extra = ',"duration_ms":' .. (now - (tonumber(f[4]) or now)) .. ',"error":' .. cjson.encode(err)
-if f[5] then kind = 'cancelled' end
+local extra = ',"duration_ms":' .. since(now, f[4]) .. ',"error":' .. cjson.encode(err)
+if f[5] then
+  kind = 'cancelled'
+elseif kind == 'cancelled' then
+  kind = 'retry'
+end
 if kind == 'cancelled' then
   redis.call('HSET', key, 'state', 'cancelled', 'error', err, 'finished_ms', now)
   redis.call('HDEL', key, 'cancel')
-  if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', key, ARGV[11]) else redis.call('DEL', key) end
+  keep_for(key, ARGV[11])
   redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
   publish_event(ARGV[8], id, ARGV[9], f[1], 'cancelled', attempt, ARGV[1], now, extra)
   return {'cancelled'}
@@ -44,7 +51,7 @@ if kind == 'permanent' or attempt >= (tonumber(f[3]) or 1) then
   return {'dead'}
 end
 local delay = math.min(tonumber(ARGV[6]), tonumber(ARGV[5]) * 2 ^ (attempt - 1))
-local run_at = now + math.floor(delay * (1 + tonumber(ARGV[7])))
+local run_at = string.format('%d', now + math.floor(delay * (1 + tonumber(ARGV[7]))))
 redis.call('ZADD', KEYS[2], run_at, id)
 redis.call('HSET', key, 'state', 'scheduled', 'error', err, 'run_at_ms', run_at)
 redis.call('HINCRBY', KEYS[4], 'retried', 1)

@@ -4,14 +4,18 @@
 -- ARGV[1]  job key prefix     ARGV[2]  notify channel
 -- ARGV[3]  the most jobs to move in one call
 --
--- "Due" is judged by Redis' clock. Returns how many jobs were moved.
+-- "Due" is judged by Redis' clock. Only ids whose record says `scheduled`
+-- (or has no state: a hand-written record) move; an id without a record,
+-- or whose record has moved on, is a stale entry and is dropped.
+-- Returns how many jobs were moved.
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[3]))
 local moved = 0
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[1] .. id
-  if redis.call('EXISTS', key) == 1 then
+  local state = redis.call('HGET', key, 'state')
+  if state == 'scheduled' or (not state and redis.call('EXISTS', key) == 1) then
     redis.call('HSET', key, 'state', 'pending')
     redis.call('LPUSH', KEYS[2], id)
     moved = moved + 1

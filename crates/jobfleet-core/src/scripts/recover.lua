@@ -1,5 +1,6 @@
 -- recover.lua: hand the jobs of dead workers back (safe to run from many
--- workers at once: each step is atomic and a second run finds nothing).
+-- workers at once: each step is atomic and a second run finds nothing), and
+-- age the dead set (so it shrinks even when nothing is being buried).
 --
 -- KEYS[1]  workers ZSET       KEYS[2]  pending LIST
 -- KEYS[3]  dead ZSET          KEYS[4]  stats HASH
@@ -19,6 +20,7 @@ local now = now_ms()
 local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, 100)
 local requeued, buried = 0, 0
 local cap = tonumber(ARGV[4])
+local q = {stats = KEYS[4], events = ARGV[5], queue = ARGV[7], retention = ARGV[11]}
 for _, worker in ipairs(stale) do
   local processing = ARGV[2] .. worker
   while true do
@@ -28,14 +30,7 @@ for _, worker in ipairs(stale) do
     if redis.call('EXISTS', key) == 1 then
       local recoveries = redis.call('HINCRBY', key, 'recoveries', 1)
       local f = redis.call('HMGET', key, 'task', 'attempts', 'cancel')
-      if f[3] then
-        -- Cancelled while it ran: its worker died before it could stop it.
-        redis.call('HSET', key, 'state', 'cancelled', 'finished_ms', now)
-        redis.call('HDEL', key, 'cancel', 'worker')
-        if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', key, ARGV[11]) else redis.call('DEL', key) end
-        redis.call('HINCRBY', KEYS[4], 'cancelled', 1)
-        publish_event(ARGV[5], id, ARGV[7], f[1], 'cancelled', f[2], worker, now, nil)
-      elseif recoveries >= cap then
+      if recoveries >= cap and not f[3] then
         bury(KEYS[3], KEYS[4], key, ARGV[3], id, now,
           'its worker died while running it ' .. recoveries .. ' times (poison-pill cap ' .. cap .. ')',
           ARGV[8], ARGV[9], ARGV[10])
@@ -45,9 +40,11 @@ for _, worker in ipairs(stale) do
       else
         -- The interrupted attempt reached no outcome: it does not count
         -- against max_attempts (the poison-pill cap bounds recoveries).
-        local attempt = hand_back(KEYS[2], key, id)
-        publish_event(ARGV[5], id, ARGV[7], f[1], 'recovered', attempt, worker, now, nil)
-        requeued = requeued + 1
+        local state, attempt = hand_back(KEYS[2], key, id, q, worker, now)
+        if state == 'pending' then
+          publish_event(ARGV[5], id, ARGV[7], f[1], 'recovered', attempt, worker, now, nil)
+          requeued = requeued + 1
+        end
       end
     end
   end
@@ -57,4 +54,5 @@ if requeued > 0 then
   redis.call('HINCRBY', KEYS[4], 'recovered', requeued)
   redis.call('PUBLISH', ARGV[6], requeued)
 end
+trim_dead(KEYS[3], ARGV[3], now, ARGV[9], ARGV[10], 1000)
 return {#stale, requeued, buried}

@@ -2,22 +2,29 @@
 --
 -- KEYS[1]  processing LIST of this worker
 -- KEYS[2]  pending LIST       KEYS[3]  workers ZSET
+-- KEYS[4]  stats HASH
 -- ARGV[1]  worker id          ARGV[2]  job key prefix
 -- ARGV[3]  notify channel     ARGV[4]  '1' to also leave the workers set
+-- ARGV[5]  events channel     ARGV[6]  queue name
+-- ARGV[7]  completed/cancelled retention, s
 --
 -- A handed-back attempt did not reach an outcome, so it is not counted.
--- The jobs go to the claim end of pending. Returns how many were handed back.
+-- The jobs go to the claim end of pending; a job whose cancel was requested
+-- while it ran ends cancelled instead. Returns how many were handed back.
 
-local n = 0
+local q = {stats = KEYS[4], events = ARGV[5], queue = ARGV[6], retention = ARGV[7]}
+local now = nil
+local n, requeued = 0, 0
 while true do
   local id = redis.call('RPOP', KEYS[1])
   if not id then break end
   local key = ARGV[2] .. id
   if redis.call('EXISTS', key) == 1 then
-    hand_back(KEYS[2], key, id)
+    now = now or now_ms()
+    if hand_back(KEYS[2], key, id, q, ARGV[1], now) == 'pending' then requeued = requeued + 1 end
     n = n + 1
   end
 end
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], ARGV[1]) end
-if n > 0 then redis.call('PUBLISH', ARGV[3], n) end
+if requeued > 0 then redis.call('PUBLISH', ARGV[3], requeued) end
 return n

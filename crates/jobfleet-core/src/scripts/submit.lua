@@ -3,26 +3,59 @@
 -- KEYS[1]   pending LIST
 -- KEYS[2]   scheduled ZSET
 -- KEYS[3]   stats HASH
--- KEYS[3+i] job HASH of the i-th job
+-- KEYS[4]   dead ZSET
+-- KEYS[4+i] job HASH of the i-th job
 -- ARGV[1]   notify channel
 -- ARGV[2+(i-1)*6 .. 7+(i-1)*6]  for the i-th job:
 --           id, task, payload (JSON text), max_attempts, timeout_ms, delay_ms
 --
+-- Every job is checked before anything is written, so a bad one submits
+-- none: the id must be 1 to 200 bytes of UTF-8 without whitespace, the task
+-- 1 to 200 bytes, max_attempts, timeout_ms and delay_ms decimal integers, the
+-- delay at most 100 years. A refusal is an error reply starting with
+-- `ERR jobfleet: invalid job`.
+--
 -- A job whose HASH already exists (same id: an idempotency key used twice)
--- is left alone. Returns one integer per job: 1 created, 0 already existed.
+-- is left alone. A new job's id leaves the dead set: an entry there whose
+-- record expired must never act on it. Returns one integer per job: 1
+-- created, 0 already existed.
 --
 -- Cost per job is what bounds throughput (Redis runs every script on one
 -- core): the ready ids go to pending in one LPUSH per batch, and `now` is
 -- passed as text, since Redis 7.0 formats every Lua number argument with
 -- %.17g (glibc's float printing, ~9% of Redis' CPU under load).
 
+local MAX_DELAY_MS = 3155760000000
+local n = #KEYS - 4
+if #ARGV ~= 1 + n * 6 then
+  return redis.error_reply('ERR jobfleet: invalid job batch: ' .. n .. ' job keys but ' .. (#ARGV - 1) .. ' job arguments')
+end
+local function refuse(i, what)
+  return redis.error_reply('ERR jobfleet: invalid job #' .. i .. ': ' .. what)
+end
+for i = 1, n do
+  local a = 2 + (i - 1) * 6
+  if not valid_id(ARGV[a]) then
+    return refuse(i, 'the id must be 1 to 200 bytes of UTF-8 without whitespace')
+  end
+  if #ARGV[a + 1] == 0 or #ARGV[a + 1] > 200 then return refuse(i, 'the task name must be 1 to 200 bytes') end
+  for k, name in ipairs({'max_attempts', 'timeout_ms', 'delay_ms'}) do
+    local v = ARGV[a + 2 + k]
+    if not string.find(v, '^%d+$') or #v > 15 then
+      return refuse(i, name .. ' must be a decimal integer below 10^15, not ' .. string.format('%q', v))
+    end
+  end
+  if tonumber(ARGV[a + 5]) > MAX_DELAY_MS then return refuse(i, 'delay_ms is over 100 years') end
+end
+
 local now_n = now_ms()
 local now = tostring(now_n)
 local created = {}
 local ready = {}
 local submitted = 0
-for i = 1, #KEYS - 3 do
-  local key = KEYS[3 + i]
+local any_dead = redis.call('ZCARD', KEYS[4]) > 0
+for i = 1, n do
+  local key = KEYS[4 + i]
   local a = 2 + (i - 1) * 6
   if redis.call('EXISTS', key) == 1 then
     created[i] = 0
@@ -38,6 +71,7 @@ for i = 1, #KEYS - 3 do
         'max_attempts', ARGV[a + 3], 'timeout_ms', ARGV[a + 4], 'created_ms', now)
       ready[#ready + 1] = id
     end
+    if any_dead then redis.call('ZREM', KEYS[4], id) end
     submitted = submitted + 1
     created[i] = 1
   end
