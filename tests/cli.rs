@@ -4,7 +4,9 @@
 mod util;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::io::Read;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use util::{Fleet, ids};
 
@@ -347,4 +349,186 @@ fn rediss_urls_carry_the_whole_lifecycle_over_tls() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let finished: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(finished["result"], serde_json::json!({"over": "tls"}));
+}
+
+/// `jobfleet ARGS | head -c1`: stdout is a pipe whose reader leaves after the
+/// first byte. `meanwhile` runs until that byte comes (to make some output),
+/// `after` once the reader has gone (to make more). Returns the exit code
+/// and stderr.
+fn into_closed_pipe(
+    fleet: &Fleet,
+    args: &[&str],
+    meanwhile: impl Fn(),
+    after: impl Fn(),
+) -> (Option<i32>, String) {
+    let mut child = fleet.spawn_jobfleet(args, "");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (read, got_byte) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut byte = [0u8];
+        let read_one = stdout.read_exact(&mut byte).is_ok();
+        drop(stdout);
+        let _ = read.send(read_one);
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match got_byte.recv_timeout(Duration::from_millis(100)) {
+            Ok(true) => break,
+            Ok(false) => {
+                let output = child.wait_with_output().expect("wait for jobfleet");
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                panic!("jobfleet {args:?} printed nothing; stderr:\n{stderr}");
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                assert!(Instant::now() < deadline, "jobfleet {args:?} printed nothing");
+                meanwhile();
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("the reader always sends"),
+        }
+    }
+    after();
+    let (exited, exit) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(child.wait_with_output().expect("wait for jobfleet"));
+    });
+    let output = exit
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("jobfleet {args:?} kept running with its stdout closed"));
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn assert_quiet_success(args: &[&str], (code, stderr): (Option<i32>, String)) {
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "jobfleet {args:?} panicked on a closed stdout:\n{stderr}"
+    );
+    assert_eq!(
+        (code, stderr.as_str()),
+        (Some(0), ""),
+        "jobfleet {args:?} on a closed stdout"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_status_dead_list_and_wait_quietly() {
+    let mut fleet = Fleet::new();
+    fleet.start_worker(&[]);
+    // Output far beyond a pipe's buffer (64 KiB), so the writes outlast the reader.
+    let message = "x".repeat(200_000);
+    let input = lines(3, |_| {
+        serde_json::json!({ "message": message, "permanent": true }).to_string()
+    });
+    let run = fleet.jobfleet_stdin(&["submit", "fail", "--stdin", "--wait"], &input);
+    assert_eq!(run.code, 1, "the jobs die: {}", run.stderr);
+    let id = ids(&run.stdout).remove(0);
+    // No worker serves its queue: `wait` would wait for it forever, but ends
+    // as soon as it cannot print the dead job.
+    let run = fleet.jobfleet(&["submit", "noop", "--queue", "unserved"]);
+    let never = ids(&run.stdout).remove(0);
+    for args in [
+        &["status", id.as_str(), "--json"][..],
+        &["status", id.as_str()],
+        &["dead", "list"],
+        &["dead", "list", "--json"],
+        &["wait", id.as_str(), never.as_str()],
+    ] {
+        assert_quiet_success(args, into_closed_pipe(&fleet, args, || {}, || {}));
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_events_quietly() {
+    let mut fleet = Fleet::new();
+    fleet.start_worker(&[]);
+    let complete_one = || {
+        let run = fleet.jobfleet(&["submit", "echo", "{}", "--wait"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    };
+    for args in [&["events"][..], &["events", "--json"]] {
+        // Jobs complete until the first event line is out; the one after it
+        // meets the closed pipe.
+        assert_quiet_success(args, into_closed_pipe(&fleet, args, complete_one, complete_one));
+    }
+}
+
+#[test]
+fn an_empty_unserved_queue_can_be_forgotten_but_not_a_busy_one() {
+    let mut fleet = Fleet::new();
+    // A slow heartbeat: a beat racing the worker's leave could re-register it.
+    let worker = fleet.start_worker(&["--queue", "done", "--heartbeat", "1s", "--dead-after", "3s"]);
+    let run = fleet.jobfleet_stdin(
+        &["submit", "echo", "--stdin", "--queue", "done", "--wait"],
+        "{}\n{}\n",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let served = fleet.jobfleet(&["queue", "forget", "done"]);
+    assert_eq!(served.code, 3, "{}", served.stderr);
+    assert!(
+        served.stderr.contains("queue done") && served.stderr.contains("a live worker serves it"),
+        "{}",
+        served.stderr
+    );
+
+    fleet.workers[worker].signal("TERM");
+    assert_eq!(fleet.workers[worker].wait_exit(Duration::from_secs(10)), Some(0));
+    let forgot = fleet.jobfleet(&["queue", "forget", "done"]);
+    assert_eq!(forgot.code, 0, "{}", forgot.stderr);
+    assert_eq!(forgot.stdout, "forgot queue done\n");
+    assert_eq!(
+        fleet.queue_stats("done"),
+        serde_json::Value::Null,
+        "{}",
+        fleet.stats()
+    );
+
+    let pending = fleet.jobfleet(&["submit", "noop", "--queue", "waiting"]);
+    assert_eq!(pending.code, 0, "{}", pending.stderr);
+    let busy = fleet.jobfleet(&["queue", "forget", "waiting"]);
+    assert_eq!(busy.code, 3, "{}", busy.stderr);
+    assert!(
+        busy.stderr.contains("queue waiting") && busy.stderr.contains("pending jobs"),
+        "{}",
+        busy.stderr
+    );
+    assert_eq!(fleet.queue_stats("waiting")["pending"], 1);
+}
+
+#[test]
+fn protocol_scripts_writes_every_script_as_sent_to_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("made").join("for-go");
+    let run = std::process::Command::new(util::bin("jobfleet"))
+        .args(["protocol", "scripts", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let printed: Vec<String> = String::from_utf8(run.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let sources = jobfleet_core::scripts::SOURCES;
+    assert!(sources.len() >= 14, "{} scripts", sources.len());
+    assert_eq!(printed.len(), sources.len(), "{printed:?}");
+    for (file_name, text) in sources {
+        let path = out.join(file_name);
+        assert!(
+            printed.contains(&path.display().to_string()),
+            "{} in {printed:?}",
+            path.display()
+        );
+        let written = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&written, text, "{file_name}");
+        assert!(written.contains("now_ms"), "{file_name} starts with common.lua");
+    }
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), sources.len());
 }

@@ -191,6 +191,93 @@ fn a_non_loopback_address_needs_a_token_which_every_request_must_carry() {
 }
 
 #[test]
+fn a_page_naming_another_host_is_refused_unless_that_name_is_allowed() {
+    let fleet = Fleet::new();
+    let dash = Dashboard::start(&fleet, &["--allow-host", "dash.test"]);
+    let port = dash.port;
+    let named = |host: &str, method: &str, path: &str, extra: &[(&str, &str)]| {
+        let host = format!("{host}:{port}");
+        let mut headers = vec![("Host", host.as_str())];
+        headers.extend_from_slice(extra);
+        http(port, method, path, &headers, Some("{}"))
+    };
+    // What a rebinding page on evil.example would send, same-origin as far as
+    // its browser knows.
+    let evil = "http://evil.example";
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/api/stream"),
+        ("GET", "/api/queues/default/dead"),
+        ("POST", "/api/queues/default/dead/purge"),
+    ] {
+        let origin = format!("{evil}:{port}");
+        let extra = [
+            ("X-Jobfleet", "1"),
+            ("Origin", origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Content-Type", "application/json"),
+        ];
+        let refused = named("evil.example", method, path, &extra);
+        assert_eq!(refused.status, 421, "{method} {path}");
+        let error = refused.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains(&format!("\"evil.example:{port}\"")) && error.contains("dash.test"),
+            "{error}"
+        );
+    }
+    for host in ["127.0.0.1", "localhost", "dash.test", "DASH.TEST"] {
+        assert_eq!(named(host, "GET", "/api/stats", &[]).status, 200, "{host}");
+    }
+
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /api/stats HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (status, _) = read_head(&mut BufReader::new(stream));
+    assert_eq!(status, 421, "an HTTP/1.1 request without a Host");
+
+    let refused = run_briefly(&fleet, &["dashboard", "--allow-host", "dash.test:8080"]);
+    assert_ne!(refused.0, 0);
+    assert!(
+        refused.1.contains("cannot allow host \"dash.test:8080\""),
+        "{}",
+        refused.1
+    );
+}
+
+#[test]
+fn live_streams_are_bounded_and_a_closed_one_frees_its_place() {
+    let fleet = Fleet::new();
+    let dash = Dashboard::start(&fleet, &["--max-streams", "2"]);
+    let first = Sse::open(dash.port, "/api/stream");
+    let _second = Sse::open(dash.port, "/api/stream");
+    let refused = http(dash.port, "GET", "/api/stream", &[], None);
+    assert_eq!(refused.status, 503);
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("at most 2") && error.contains("--max-streams"),
+        "{error}"
+    );
+    // Everything else still answers.
+    assert_eq!(http(dash.port, "GET", "/api/stats", &[], None).status, 200);
+
+    // The place is freed once the server sees the connection close, which
+    // the client cannot observe: poll for it.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut third = loop {
+        match Sse::try_open(dash.port, "/api/stream") {
+            Ok(sse) => break sse,
+            Err(503) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(status) => panic!("the freed place was not given back: {status}"),
+        }
+    };
+    let (kind, _) = third.next(Duration::from_secs(10)).expect("a snapshot");
+    assert_eq!(kind, "snapshot");
+    assert_eq!(Sse::try_open(dash.port, "/api/stream").err(), Some(503));
+}
+
+#[test]
 fn job_errors_come_back_as_json_never_as_markup() {
     let mut fleet = Fleet::new();
     let dash = Dashboard::start(&fleet, &[]);
@@ -581,6 +668,11 @@ struct Sse {
 
 impl Sse {
     fn open(port: u16, path: &str) -> Sse {
+        Sse::try_open(port, path).unwrap_or_else(|status| panic!("the stream answered {status}"))
+    }
+
+    /// Opens a stream, or says which status refused it.
+    fn try_open(port: u16, path: &str) -> Result<Sse, u16> {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the dashboard");
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n");
@@ -588,15 +680,17 @@ impl Sse {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut reader = BufReader::new(stream);
         let (status, headers) = read_head(&mut reader);
-        assert_eq!(status, 200);
+        if status != 200 {
+            return Err(status);
+        }
         let content_type = headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-type"));
         assert_eq!(content_type.map(|(_, v)| v.as_str()), Some("text/event-stream"));
-        Sse {
+        Ok(Sse {
             reader,
             pending: String::new(),
-        }
+        })
     }
 
     /// The next event (name, data) within `limit`.

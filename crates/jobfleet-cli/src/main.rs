@@ -4,6 +4,10 @@
 //! Exit codes (scripts rely on them): 0 success; 1 a job failed, died or was
 //! cancelled; 2 `wait` timed out, or the command line was wrong; 3 anything
 //! else went wrong (bad input, unknown job, Redis unreachable).
+//!
+//! Everything on stdout goes through `output::out!`/`outln!`, which return an
+//! error instead of panicking: a closed stdout (`jobfleet events | head -1`)
+//! ends the command quietly with 0, as in ripgrep.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -65,6 +69,10 @@ enum Command {
     Workers(cmd::stats::WorkersArgs),
     /// List, retry or purge dead jobs.
     Dead(cmd::dead::Args),
+    /// Manage whole queues.
+    Queue(cmd::queue::Args),
+    /// The wire protocol, for producers in other languages.
+    Protocol(cmd::protocol::Args),
     /// Serve the live web dashboard.
     Dashboard(cmd::dashboard::Args),
 }
@@ -92,11 +100,22 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::JobsFailed) => ExitCode::from(1),
         Ok(Outcome::TimedOut) => ExitCode::from(2),
+        Err(e) if stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(3)
         }
     }
+}
+
+/// Whether the command failed because its reader closed stdout (`head` has
+/// what it wanted): not a failure.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<output::StdoutError>()
+            .is_some_and(|s| s.is_closed())
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -114,6 +133,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Stats(args) => cmd::stats::stats(&target, args).await,
         Command::Workers(args) => cmd::stats::workers(&target, args).await,
         Command::Dead(args) => cmd::dead::run(&target, args).await,
+        Command::Queue(args) => cmd::queue::run(&target, args).await,
+        Command::Protocol(args) => cmd::protocol::run(args),
         Command::Dashboard(args) => cmd::dashboard::run(&target, args).await,
     }
 }

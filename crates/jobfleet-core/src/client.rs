@@ -223,6 +223,40 @@ impl Subscription {
     }
 }
 
+/// The writing end of a [`Subscription`]'s bounded buffer.
+struct Feeder {
+    tx: mpsc::Sender<Feed>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Feeder {
+    fn new(capacity: usize) -> (Feeder, mpsc::Receiver<Feed>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let lagged = Arc::new(AtomicBool::new(false));
+        (
+            Feeder {
+                tx,
+                lagged: lagged.clone(),
+            },
+            rx,
+            lagged,
+        )
+    }
+
+    /// Buffers `feed`, or drops it and flags the loss when the buffer is
+    /// full. False once the reader is gone.
+    fn deliver(&self, feed: Feed) -> bool {
+        match self.tx.try_send(feed) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lagged.store(true, Ordering::Release);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.task.abort();
@@ -392,20 +426,8 @@ impl Client {
     /// subscription is confirmed, so anything published after this returns
     /// is delivered.
     pub async fn subscribe(&self, channels: Vec<String>, patterns: Vec<String>) -> Result<Subscription> {
-        let (tx, mut rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let (feeder, mut rx, lagged) = Feeder::new(SUBSCRIPTION_BUFFER);
         let redis = self.redis.clone();
-        let dropped = lagged.clone();
-        let probe = tx.clone();
-        // False once the reader is gone.
-        let deliver = move |feed: Feed| match tx.try_send(feed) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped.store(true, Ordering::Release);
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        };
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             let mut warned = false;
@@ -417,7 +439,7 @@ impl Client {
                         }
                         warned = false;
                         backoff = Duration::from_millis(50);
-                        if !deliver(Feed::Subscribed) {
+                        if !feeder.deliver(Feed::Subscribed) {
                             return;
                         }
                         let mut stream = pubsub.on_message();
@@ -426,7 +448,7 @@ impl Client {
                                 channel: msg.get_channel_name().to_string(),
                                 payload: msg.get_payload().unwrap_or_default(),
                             };
-                            if !deliver(feed) {
+                            if !feeder.deliver(feed) {
                                 return;
                             }
                         }
@@ -438,7 +460,7 @@ impl Client {
                         }
                     }
                 }
-                if probe.is_closed() {
+                if feeder.tx.is_closed() {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
@@ -503,15 +525,16 @@ impl Client {
     ) -> Result<WaitReport> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut report = WaitReport::default();
-        let mut remaining: HashMap<String, String> =
-            jobs.iter().map(|(q, id)| (id.clone(), q.clone())).collect();
-        let mut finish = |event: Event, remaining: &mut HashMap<String, String>, report: &mut WaitReport| {
-            if event.state.is_final() && remaining.remove(&event.id).is_some() {
-                let finished = finished_from(event);
-                on_final(&finished);
-                report.finished.push(finished);
-            }
-        };
+        // (queue, id): an id names a job within one queue only.
+        let mut remaining: HashSet<(String, String)> = jobs.iter().cloned().collect();
+        let mut finish =
+            |event: Event, remaining: &mut HashSet<(String, String)>, report: &mut WaitReport| {
+                if event.state.is_final() && remaining.remove(&(event.queue.clone(), event.id.clone())) {
+                    let finished = finished_from(event);
+                    on_final(&finished);
+                    report.finished.push(finished);
+                }
+            };
         let mut resync = true;
         while resync || !remaining.is_empty() {
             if std::mem::take(&mut resync) {
@@ -525,9 +548,9 @@ impl Client {
                 for event in events.buffered_events() {
                     finish(event, &mut remaining, &mut report);
                 }
-                for id in absent {
-                    if remaining.remove(&id).is_some() {
-                        report.missing.push(id);
+                for job in absent {
+                    if remaining.remove(&job) {
+                        report.missing.push(job.1);
                     }
                 }
                 continue;
@@ -545,7 +568,7 @@ impl Client {
                 Some(Some(event)) => finish(event, &mut remaining, &mut report),
             }
         }
-        report.unfinished = remaining.into_keys().collect();
+        report.unfinished = remaining.into_iter().map(|(_, id)| id).collect();
         Ok(report)
     }
 
@@ -553,9 +576,9 @@ impl Client {
     /// restarting) until the deadline, or for a minute without one.
     async fn settle_retrying(
         &self,
-        remaining: &mut HashMap<String, String>,
+        remaining: &mut HashSet<(String, String)>,
         deadline: Option<Instant>,
-    ) -> Result<(Vec<Event>, Vec<String>)> {
+    ) -> Result<(Vec<Event>, Vec<(String, String)>)> {
         let give_up = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -572,9 +595,12 @@ impl Client {
 
     /// Reads the state of every remaining job: returns the final ones (as
     /// events) and the ids that have no record.
-    async fn settle(&self, remaining: &HashMap<String, String>) -> Result<(Vec<Event>, Vec<String>)> {
+    async fn settle(
+        &self,
+        remaining: &HashSet<(String, String)>,
+    ) -> Result<(Vec<Event>, Vec<(String, String)>)> {
         let mut by_queue: HashMap<&String, Vec<&String>> = HashMap::new();
-        for (id, q) in remaining {
+        for (q, id) in remaining {
             by_queue.entry(q).or_default().push(id);
         }
         let (mut finals, mut absent) = (Vec::new(), Vec::new());
@@ -593,7 +619,7 @@ impl Client {
                     pipe.query_async(&mut self.conn()).await?;
                 for (id, (state, result, error)) in chunk.iter().zip(rows) {
                     let Some(state) = state else {
-                        absent.push(id.to_string());
+                        absent.push((q.clone(), id.to_string()));
                         continue;
                     };
                     let kind = match JobState::parse(&state) {
@@ -756,5 +782,39 @@ async fn open_pubsub(
             redis::ErrorKind::Io,
             "timed out connecting for pub/sub",
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reader_that_fell_behind_is_told_and_the_buffer_stays_bounded() {
+        let (feeder, rx, lagged) = Feeder::new(3);
+        let mut sub = Subscription {
+            rx,
+            lagged,
+            task: tokio::spawn(async {}),
+        };
+        let message = |i: usize| Feed::Message {
+            channel: "c".into(),
+            payload: i.to_string(),
+        };
+        for i in 0..5 {
+            assert!(feeder.deliver(message(i)));
+        }
+        assert_eq!(sub.next().await, Some(Feed::Lagged));
+        assert_eq!(
+            sub.next_event().await,
+            Some(None),
+            "a message that is not an event reads as missed"
+        );
+        assert_eq!(sub.next().await, Some(message(1)));
+        assert_eq!(sub.next().await, Some(message(2)));
+        assert!(feeder.deliver(message(5)));
+        assert_eq!(sub.next().await, Some(message(5)), "nothing was lost since");
+        drop(sub);
+        assert!(!feeder.deliver(message(6)), "the reader is gone");
     }
 }

@@ -42,7 +42,8 @@ pub mod queue;
 pub mod scripts;
 
 pub use client::{
-    Client, ConnectOptions, Feed, Finished, FleetStats, Policy, Subscription, WaitReport, WorkerInfo,
+    Client, ConnectOptions, Feed, Finished, FleetStats, Policy, SUBSCRIPTION_BUFFER, Subscription,
+    WaitReport, WorkerInfo,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};

@@ -102,7 +102,7 @@
     source.addEventListener('error', () => {
       if (source.readyState === EventSource.CLOSED) {
         setConnection('down', 'disconnected');
-        banner('The dashboard refused the stream (wrong token?) or stopped. Reload to try again.');
+        banner('The dashboard refused the stream (a wrong token, or too many pages open) or stopped. Reload to try again.');
       } else {
         setConnection('connecting', 'reconnecting…');
       }

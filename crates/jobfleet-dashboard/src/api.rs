@@ -15,10 +15,11 @@ use futures_util::Stream;
 use jobfleet_core::{CancelOutcome, Client, Error};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::guard;
+use crate::guard::{self, Guard};
 use crate::hub::{Hub, Push};
 use crate::prometheus::Exporter;
 
@@ -39,12 +40,17 @@ pub(crate) struct AppState {
     pub stop: CancellationToken,
     /// The page, with the token in its asset URLs when one is set.
     pub index: Arc<str>,
-    pub token: Option<Arc<str>>,
+    pub guard: Arc<Guard>,
+    /// One permit per open live stream: each holds a connection and a
+    /// broadcast receiver, so a script or a pile of tabs could exhaust both.
+    pub streams: Arc<Semaphore>,
+    /// The permits `streams` started with, for the refusal.
+    pub max_streams: usize,
 }
 
 /// Every route, behind the guard.
 pub(crate) fn router(state: AppState) -> Router {
-    let token = state.token.clone();
+    let guard = state.guard.clone();
     Router::new()
         .route("/", get(index))
         .route("/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
@@ -60,7 +66,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(token, guard::guard))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
 }
 
 /// The page's HTML. The browser fetches its script and style sheet itself,
@@ -96,32 +102,60 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// One page's live stream.
+struct PageStream {
+    /// Sent first, then `None`.
+    snapshot: Option<Push>,
+    rx: broadcast::Receiver<Push>,
+    stop: CancellationToken,
+    /// Its place among the bounded streams, freed when the stream is
+    /// dropped: the page went away, or the dashboard is stopping.
+    _place: OwnedSemaphorePermit,
+}
+
 /// The live stream: a snapshot (latest stats, throughput history, recent
 /// events), then every `stats`, `events` and `resync` message as it comes.
-async fn stream(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+/// Refused with 503 while `max_streams` are open.
+async fn stream(
+    State(state): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let place = state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many live streams: this dashboard serves at most {} at once; close other \
+                 dashboard pages, or start it with a higher --max-streams",
+                state.max_streams
+            ),
+        )
+    })?;
     let (rx, snapshot) = state.hub.join();
-    let stop = state.stop.clone();
-    let stream =
-        futures_util::stream::unfold((Some(snapshot), rx, stop), |(first, mut rx, stop)| async move {
-            if let Some(push) = first {
-                return Some((sse(&push), (None, rx, stop)));
-            }
-            let push = tokio::select! {
-                next = rx.recv() => match next {
-                    Ok(push) => push,
-                    // This page fell behind: it gets the next message, and
-                    // the next stats tick brings it up to date.
-                    Err(RecvError::Lagged(n)) => Push {
-                        kind: "lagged",
-                        data: Arc::from(json!({ "skipped": n }).to_string()),
-                    },
-                    Err(RecvError::Closed) => return None,
+    let page = PageStream {
+        snapshot: Some(snapshot),
+        rx,
+        stop: state.stop.clone(),
+        _place: place,
+    };
+    let stream = futures_util::stream::unfold(page, |mut page| async move {
+        if let Some(push) = page.snapshot.take() {
+            return Some((sse(&push), page));
+        }
+        let push = tokio::select! {
+            next = page.rx.recv() => match next {
+                Ok(push) => push,
+                // This page fell behind: it gets the next message, and
+                // the next stats tick brings it up to date.
+                Err(RecvError::Lagged(n)) => Push {
+                    kind: "lagged",
+                    data: Arc::from(json!({ "skipped": n }).to_string()),
                 },
-                _ = stop.cancelled() => return None,
-            };
-            Some((sse(&push), (None, rx, stop)))
-        });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+                Err(RecvError::Closed) => return None,
+            },
+            _ = page.stop.cancelled() => return None,
+        };
+        Some((sse(&push), page))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 fn sse(push: &Push) -> Result<SseEvent, Infallible> {

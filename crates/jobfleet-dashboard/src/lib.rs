@@ -13,8 +13,9 @@
 //! - `api`: the HTTP routes: the page and its assets, `/api/stream` (SSE),
 //!   job detail and cancel, dead letters with retry and purge, `/metrics`,
 //!   `/healthz`.
-//! - `guard`: the token check, the CSRF defence of state-changing routes
-//!   and the security headers (a strict Content-Security-Policy).
+//! - `guard`: the Host check, the token check, the CSRF defence of
+//!   state-changing routes and the security headers (a strict
+//!   Content-Security-Policy).
 //! - `prometheus`: `/metrics` in the Prometheus text format.
 //! - `assets/`: `index.html`, `app.js`, `app.css`, embedded in the binary with
 //!   `include_str!`: no CDN, works offline.
@@ -28,6 +29,17 @@
 //!
 //! - it listens on loopback by default, and refuses a non-loopback address
 //!   without a token ([`DashboardError::TokenRequired`]);
+//! - every request must name it in its `Host` header (HTTP 421 otherwise,
+//!   and for an HTTP/1.1 request without one): a loopback name or address
+//!   (`localhost`, any `127.x.y.z`, `[::1]`), the listen address, or a name
+//!   in [`Options::allow_hosts`], with any port. Loopback is no boundary
+//!   against the operator's own browser: a page on evil.example whose name
+//!   is re-pointed at 127.0.0.1 (DNS rebinding) is same-origin with the
+//!   dashboard there, but still says `Host: evil.example`. The check holds
+//!   with a token too, except on a wildcard address (0.0.0.0, `::`): there
+//!   the operator chose to expose the dashboard under whatever names reach
+//!   the machine, every name is accepted, and the token (which such a page
+//!   does not have) is the guard;
 //! - with a token, every request must carry it (`Authorization: Bearer T`,
 //!   or `?token=T`, which the page keeps for its own calls);
 //! - state changes are POST only and need the `X-Jobfleet: 1` header, which
@@ -35,7 +47,9 @@
 //!   `Sec-Fetch-Site` when the browser sends them;
 //! - the page builds its DOM with `textContent` only, and the server sends
 //!   `Content-Security-Policy: script-src 'self'`, so job data (payloads,
-//!   errors, task names) can never run as script.
+//!   errors, task names) can never run as script;
+//! - at most [`Options::max_streams`] live streams are open at once (503
+//!   beyond), since each holds a connection and a broadcast receiver.
 //!
 //! # Example
 //!
@@ -45,6 +59,8 @@
 //! let options = jobfleet_dashboard::Options {
 //!     listen: "127.0.0.1:8080".parse().unwrap(),
 //!     token: None,
+//!     allow_hosts: vec!["dashboard.internal".into()],
+//!     max_streams: jobfleet_dashboard::DEFAULT_MAX_STREAMS,
 //! };
 //! let shutdown = async {
 //!     let _ = tokio::signal::ctrl_c().await;
@@ -57,12 +73,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod api;
 mod guard;
 mod hub;
 mod prometheus;
+
+/// The live streams (open pages) served at once unless told otherwise.
+pub const DEFAULT_MAX_STREAMS: usize = 64;
 
 /// How the dashboard listens.
 #[derive(Debug, Clone)]
@@ -71,11 +91,19 @@ pub struct Options {
     pub listen: SocketAddr,
     /// When set, every request must carry it.
     pub token: Option<String>,
+    /// Host names (or IP addresses) requests may name besides loopback ones
+    /// and the listen address, without a port: how the dashboard is reached
+    /// through a proxy or a DNS name. Moot on a wildcard address with a
+    /// token, which answers to any name.
+    pub allow_hosts: Vec<String>,
+    /// The most live streams open at once; one more gets 503.
+    pub max_streams: usize,
 }
 
 impl Options {
     /// Checks the options before anything is started: a non-loopback address
-    /// needs a token, and a token must be usable in a header and a URL.
+    /// needs a token, a token must be usable in a header and a URL, allowed
+    /// hosts must be host names and at least one stream must be allowed.
     pub fn check(&self) -> Result<(), DashboardError> {
         if let Some(token) = &self.token
             && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
@@ -84,6 +112,12 @@ impl Options {
         }
         if !self.listen.ip().is_loopback() && self.token.is_none() {
             return Err(DashboardError::TokenRequired(self.listen));
+        }
+        if let Some(bad) = self.allow_hosts.iter().find(|n| guard::allowed_name(n).is_none()) {
+            return Err(DashboardError::InvalidAllowedHost(bad.clone()));
+        }
+        if self.max_streams == 0 {
+            return Err(DashboardError::NoStreams);
         }
         Ok(())
     }
@@ -101,6 +135,15 @@ pub enum DashboardError {
     /// An empty token, or one with spaces or control characters.
     #[error("the token must be one or more printable ASCII characters without spaces")]
     InvalidToken,
+    /// An allowed host that is no host name or IP address, or has a port.
+    #[error(
+        "cannot allow host {0:?}: give a host name or IP address without a scheme or port, \
+         e.g. --allow-host dashboard.internal"
+    )]
+    InvalidAllowedHost(String),
+    /// A stream limit of 0.
+    #[error("--max-streams must be at least 1: with 0 no page could get live updates")]
+    NoStreams,
     /// The address could not be bound (the reason is the error's source).
     #[error("cannot listen on {addr}")]
     Bind {
@@ -124,6 +167,8 @@ pub struct Bound {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     token: Option<String>,
+    hosts: guard::Hosts,
+    max_streams: usize,
 }
 
 /// Checks the options and binds the address.
@@ -139,10 +184,14 @@ pub async fn bind(options: Options) -> Result<Bound, DashboardError> {
         addr: options.listen,
         source,
     })?;
+    // From the address asked for: a wildcard one stays a wildcard.
+    let hosts = guard::Hosts::new(options.listen, options.token.is_some(), &options.allow_hosts);
     Ok(Bound {
         listener,
         addr,
         token: options.token,
+        hosts,
+        max_streams: options.max_streams,
     })
 }
 
@@ -178,7 +227,12 @@ impl Bound {
             exporter: Arc::new(prometheus::Exporter::new()),
             stop: stop.clone(),
             index: Arc::from(api::index_html(self.token.as_deref())),
-            token: self.token.map(Arc::from),
+            guard: Arc::new(guard::Guard {
+                token: self.token.map(Arc::from),
+                hosts: self.hosts,
+            }),
+            streams: Arc::new(Semaphore::new(self.max_streams.min(Semaphore::MAX_PERMITS))),
+            max_streams: self.max_streams,
         });
         tracing::info!(addr = %self.addr, "dashboard listening");
         let stopping = stop.clone();
@@ -211,6 +265,8 @@ mod tests {
         Options {
             listen: listen.parse().unwrap(),
             token: token.map(String::from),
+            allow_hosts: Vec::new(),
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 
@@ -237,6 +293,25 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn allowed_hosts_must_be_names_and_streams_more_than_none() {
+        let mut allowing = options("127.0.0.1:1", None);
+        allowing.allow_hosts = vec!["dash.example".into(), "192.0.2.7".into(), "fd00::1".into()];
+        assert!(allowing.check().is_ok());
+        for bad in ["dash.example:8080", "http://dash.example", "a b", ""] {
+            allowing.allow_hosts = vec!["dash.example".into(), bad.into()];
+            let err = allowing.check().unwrap_err();
+            assert!(
+                matches!(&err, DashboardError::InvalidAllowedHost(h) if h == bad),
+                "{bad:?}"
+            );
+            assert!(err.to_string().contains("without a scheme or port"), "{err}");
+        }
+        let mut none = options("127.0.0.1:1", None);
+        none.max_streams = 0;
+        assert!(matches!(none.check(), Err(DashboardError::NoStreams)));
     }
 
     #[tokio::test]

@@ -35,7 +35,6 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
     };
-    let mut first = true;
     loop {
         let feed = tokio::select! {
             _ = stop.cancelled() => return,
@@ -43,7 +42,8 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         };
         match feed {
             None => return,
-            Some(Feed::Subscribed) if std::mem::take(&mut first) => shared.wake.notify_one(),
+            // `subscribe` returned once subscribed: each of these is a
+            // resubscription or a loss.
             Some(Feed::Subscribed | Feed::Lagged) => {
                 shared.wake.notify_one();
                 shared.reconcile_due.store(true, Ordering::Release);

@@ -296,16 +296,21 @@ pub async fn run(
     {
         tracing::warn!("could not write every outcome; those jobs will be recovered by the fleet");
     }
-    let id = shared.id();
-    for q in &shared.queues {
-        match q.requeue(&id, true).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(queue = q.name(), jobs = n, "handed unfinished jobs back"),
-            Err(e) => tracing::warn!(error = %e, "could not hand jobs back; the fleet will recover them"),
-        }
-    }
+    // The loops stop before the worker leaves its queues: a heartbeat after
+    // leaving would read as "recovered" and register a fresh id.
     stop_loops.cancel();
     while loops.join_next().await.is_some() {}
+    let id = shared.id();
+    let retired = shared.retired.lock().expect("poisoned").clone();
+    for worker in std::iter::once(&id).chain(&retired) {
+        for q in &shared.queues {
+            match q.requeue(worker, true).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(queue = q.name(), jobs = n, "handed unfinished jobs back"),
+                Err(e) => tracing::warn!(error = %e, "could not hand jobs back; the fleet will recover them"),
+            }
+        }
+    }
     let _ = shared.client.remove_worker_info(&id).await;
     tracing::info!(worker = %id, processed = shared.processed.load(Ordering::Relaxed), "worker stopped");
     Ok(())

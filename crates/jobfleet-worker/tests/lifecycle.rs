@@ -411,3 +411,193 @@ async fn queues_are_served_in_priority_order() {
     );
     worker.shutdown().await;
 }
+
+/// The id the (only) live worker registered under.
+async fn worker_id(client: &Client) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(w) = client.workers().await.unwrap().pop() {
+            return w.id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no worker registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Puts a completed job back the way a Redis that lost its ack would have
+/// it (a failover to a replica that missed the write): active, in the
+/// worker's processing list.
+async fn roll_back_ack(client: &Client, q: &Queue, worker: &str, id: &str) {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .lpush(q.keys().processing(worker), id)
+        .ignore()
+        .hset_multiple(q.keys().job(id), &[("state", "active"), ("worker", worker)])
+        .ignore()
+        .persist(q.keys().job(id))
+        .ignore();
+    let _: () = pipe.query_async(&mut client.conn()).await.unwrap();
+}
+
+/// Waits for the job to complete again after a rollback, and counts its runs.
+async fn completed_again(client: &Client, runs: &Runs, jobs: &[(String, String)]) {
+    assert_eq!(wait_all(client, jobs).await[&jobs[0].1], JobState::Completed);
+    assert_eq!(
+        runs.0.lock().unwrap()[&jobs[0].1],
+        2,
+        "the rolled-back job ran again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_names_a_job_in_one_queue_only() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let (a, b) = (client.queue("a").unwrap(), client.queue("b").unwrap());
+    let config = Config {
+        queues: vec!["a".into(), "b".into()],
+        ..config(&server)
+    };
+    let worker = Worker::start(config, Registry::with_builtins());
+    let spec = || JobSpec::new("sleep", &json!({"ms": 1500})).id("same-id");
+    let jobs = [submit(&a, vec![spec()]).await, submit(&b, vec![spec()]).await].concat();
+    until_active(&a, 1).await;
+    until_active(&b, 1).await;
+    assert_eq!(
+        a.cancel("same-id").await.unwrap(),
+        jobfleet_core::CancelOutcome::Cancelling
+    );
+    let report = client
+        .wait(&jobs, Some(Duration::from_secs(30)), |_| {})
+        .await
+        .unwrap();
+    let states: HashMap<String, JobState> = report.finished.into_iter().map(|f| (f.queue, f.state)).collect();
+    assert_eq!(states["a"], JobState::Cancelled);
+    assert_eq!(states["b"], JobState::Completed, "the job in b was not cancelled");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_redis_rolled_back_is_handed_back_within_the_reconcile_interval() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let runs = Runs::default();
+    let config = Config {
+        reconcile_interval: Duration::from_millis(300),
+        ..config(&server)
+    };
+    let worker = Worker::start(config, runs.registry());
+    let jobs = submit(&q, vec![JobSpec::new("count", &json!({}))]).await;
+    wait_all(&client, &jobs).await;
+    let w = worker_id(&client).await;
+    roll_back_ack(&client, &q, &w, &jobs[0].1).await;
+    completed_again(&client, &runs, &jobs).await;
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_pubsub_reconnect_missed_cancels_and_rollbacks_are_caught_up() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let runs = Runs::default();
+    let config = Config {
+        // Only the reconnect can trigger the reconcile in time.
+        reconcile_interval: Duration::from_secs(3600),
+        ..config(&server)
+    };
+    let worker = Worker::start(config, runs.registry());
+    let done = submit(&q, vec![JobSpec::new("count", &json!({}))]).await;
+    wait_all(&client, &done).await;
+    let running = submit(&q, vec![JobSpec::new("count", &json!({"ms": 60_000}))]).await;
+    until_active(&q, 1).await;
+    let w = worker_id(&client).await;
+    roll_back_ack(&client, &q, &w, &done[0].1).await;
+    // A cancel whose control message the worker never got (as if published
+    // while its pub/sub connection was down).
+    let _: () = redis::cmd("HSET")
+        .arg(q.keys().job(&running[0].1))
+        .arg("cancel")
+        .arg(1)
+        .query_async(&mut client.conn())
+        .await
+        .unwrap();
+    server.cmd("CLIENT KILL TYPE pubsub");
+    assert_eq!(
+        wait_all(&client, &running).await[&running[0].1],
+        JobState::Cancelled
+    );
+    completed_again(&client, &runs, &done).await;
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_claim_is_kept_when_a_later_queue_says_the_worker_was_recovered() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let (a, b) = (client.queue("a").unwrap(), client.queue("b").unwrap());
+    let runs = Runs::default();
+    let config = Config {
+        queues: vec!["a".into(), "b".into()],
+        // Beats and recovery too slow to step in: only the claim loop acts.
+        heartbeat: Duration::from_secs(20),
+        dead_after: Duration::from_secs(60),
+        ..config(&server)
+    };
+    let worker = Worker::start(config, runs.registry());
+    let w = worker_id(&client).await;
+    // The fleet declared the worker dead in b only.
+    let _: () = redis::cmd("ZREM")
+        .arg(&b.keys().workers)
+        .arg(&w)
+        .query_async(&mut client.conn())
+        .await
+        .unwrap();
+    let jobs = submit(&a, vec![JobSpec::new("count", &json!({}))]).await;
+    let report = client
+        .wait(&jobs, Some(Duration::from_secs(10)), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.finished.len(), 1, "the job claimed from a was dropped");
+    assert_eq!(runs.0.lock().unwrap()[&jobs[0].1], 1);
+    // The old id leaves a once it holds nothing; a fresh one serves both.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&a.keys().workers)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut client.conn())
+            .await
+            .unwrap();
+        if ids.len() == 1 && ids[0] != w {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "workers of a: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let more = submit(&b, vec![JobSpec::new("count", &json!({}))]).await;
+    wait_all(&client, &more).await;
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_limit_fails_the_job_instead_of_filling_redis() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("default").unwrap();
+    let mut config = config(&server);
+    config.policy.max_result_bytes = 100;
+    let worker = Worker::start(config, Registry::with_builtins());
+    let payload = json!({"text": "x".repeat(500)});
+    let jobs = submit(&q, vec![JobSpec::new("echo", &payload)]).await;
+    assert_eq!(wait_all(&client, &jobs).await[&jobs[0].1], JobState::Dead);
+    let job = q.status(&jobs[0].1).await.unwrap().unwrap();
+    let expected = format!(
+        "result is {} bytes, over the 100 byte limit",
+        payload.to_string().len()
+    );
+    assert_eq!(job.error, Some(expected));
+    worker.shutdown().await;
+}

@@ -14,12 +14,23 @@ pub struct Args {
     /// in the page's URL (the printed URL has it).
     #[arg(long, env = "JOBFLEET_DASHBOARD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Also answer to this host name or IP, without a port (repeatable): what a proxy or a DNS name
+    /// puts in the Host header. Requests naming any other host are refused, a guard against DNS
+    /// rebinding; loopback names and the --listen address are always accepted, and with --token
+    /// on 0.0.0.0 or [::] every name is.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// The most live streams (open pages) served at once; one more is refused with 503.
+    #[arg(long, default_value_t = jobfleet_dashboard::DEFAULT_MAX_STREAMS)]
+    max_streams: usize,
 }
 
 pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
     let options = jobfleet_dashboard::Options {
         listen: args.listen,
         token: args.token,
+        allow_hosts: args.allow_hosts,
+        max_streams: args.max_streams,
     };
     // Refuse an unsafe address before touching Redis.
     options.check()?;

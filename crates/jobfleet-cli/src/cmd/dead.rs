@@ -4,7 +4,7 @@ use clap::Subcommand;
 
 use crate::Outcome;
 use crate::connect::Target;
-use crate::output::{table, timestamp};
+use crate::output::{out, outln, table, timestamp};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,9 +50,9 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         Action::List { queue, limit, json } => {
             let jobs = client.queue(&queue)?.dead_list(limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                outln!("{}", serde_json::to_string_pretty(&jobs)?)?;
             } else if jobs.is_empty() {
-                println!("no dead jobs in queue {queue}");
+                outln!("no dead jobs in queue {queue}")?;
             } else {
                 let rows: Vec<Vec<String>> = jobs
                     .iter()
@@ -66,12 +66,12 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                         ]
                     })
                     .collect();
-                print!("{}", table(&["ID", "TASK", "DIED", "ATTEMPTS", "ERROR"], &rows));
+                out!("{}", table(&["ID", "TASK", "DIED", "ATTEMPTS", "ERROR"], &rows))?;
             }
         }
         Action::Retry { queue, ids } => {
             let n = client.queue(&queue)?.dead_retry(&ids).await?;
-            println!("{n} dead jobs sent back to pending in queue {queue}");
+            outln!("{n} dead jobs sent back to pending in queue {queue}")?;
             if !ids.is_empty() && n < ids.len() as u64 {
                 anyhow::bail!(
                     "{} of the given ids are not dead jobs in queue {queue}",
@@ -81,7 +81,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         }
         Action::Purge { queue, ids } => {
             let n = client.queue(&queue)?.dead_purge(&ids).await?;
-            println!("{n} dead jobs deleted from queue {queue}");
+            outln!("{n} dead jobs deleted from queue {queue}")?;
             if !ids.is_empty() && n < ids.len() as u64 {
                 anyhow::bail!(
                     "{} of the given ids are not dead jobs in queue {queue}",

@@ -1,12 +1,10 @@
 //! `jobfleet events`: live events, one line each, until Ctrl-C.
 
-use std::io::Write;
-
 use jobfleet_core::Event;
 
 use crate::Outcome;
 use crate::connect::Target;
-use crate::output::{duration_ms, timestamp};
+use crate::output::{duration_ms, outln, timestamp};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,23 +22,22 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         jobfleet_core::validate_queue_name(q)?;
     }
     let mut events = client.events(&args.queues).await?;
-    let mut first = true;
     loop {
         let next = tokio::select! {
             next = events.next_event() => next,
             _ = tokio::signal::ctrl_c() => return Ok(Outcome::Success),
         };
-        let mut stdout = std::io::stdout().lock();
         match next {
             None => anyhow::bail!("the event subscription ended"),
-            Some(None) if first => first = false,
-            Some(None) => eprintln!("(reconnected to Redis; events published meanwhile were missed)"),
-            Some(Some(event)) if args.json => {
-                writeln!(stdout, "{}", serde_json::to_string(&event)?)?;
+            // `events()` returned once subscribed: every later one is news.
+            Some(None) => {
+                eprintln!(
+                    "(some events were missed: reconnected to Redis, fell behind, or an event could not be read)"
+                )
             }
-            Some(Some(event)) => writeln!(stdout, "{}", line(&event))?,
+            Some(Some(event)) if args.json => outln!("{}", serde_json::to_string(&event)?)?,
+            Some(Some(event)) => outln!("{}", line(&event))?,
         }
-        stdout.flush()?;
     }
 }
 

@@ -7,7 +7,7 @@ use jobfleet_core::{CancelOutcome, Client, Job, JobState};
 
 use crate::Outcome;
 use crate::connect::Target;
-use crate::output::{duration_ms, timestamp};
+use crate::output::{WaitOutput, duration_ms, out, outln, timestamp};
 
 #[derive(Debug, clap::Args)]
 pub struct WaitArgs {
@@ -85,20 +85,24 @@ pub async fn wait(target: &Target, args: WaitArgs) -> anyhow::Result<Outcome> {
     let client = target.connect().await?;
     let pairs = locate(&client, &args.ids, args.queue.as_deref()).await?;
     let started = Instant::now();
-    let report = client
-        .wait(&pairs, args.timeout, |f| {
+    let stdout = WaitOutput::default();
+    let waiting = client.wait(&pairs, args.timeout, |f| {
+        stdout.write(|| {
             if args.json {
-                println!("{}", serde_json::to_string(f).expect("serializable"));
+                outln!("{}", serde_json::to_string(f).expect("serializable"))
             } else {
                 match &f.error {
-                    Some(error) if f.state != JobState::Completed => {
-                        println!("{} {}: {error}", f.id, f.state)
-                    }
-                    _ => println!("{} {}", f.id, f.state),
+                    Some(error) if f.state != JobState::Completed => outln!("{} {}: {error}", f.id, f.state),
+                    _ => outln!("{} {}", f.id, f.state),
                 }
             }
         })
-        .await?;
+    });
+    let report = tokio::select! {
+        report = waiting => report?,
+        error = stdout.failed() => return Err(error.into()),
+    };
+    stdout.finish()?;
     for id in &report.missing {
         eprintln!("{id}: its record disappeared while waiting (expired or deleted)");
     }
@@ -126,9 +130,9 @@ pub async fn status(target: &Target, args: StatusArgs) -> anyhow::Result<Outcome
         other => other?,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&job)?);
+        outln!("{}", serde_json::to_string_pretty(&job)?)?;
     } else {
-        print!("{}", describe(&job));
+        out!("{}", describe(&job))?;
     }
     Ok(Outcome::Success)
 }
@@ -182,11 +186,11 @@ pub async fn cancel(target: &Target, args: CancelArgs) -> anyhow::Result<Outcome
     let client = target.connect().await?;
     for (queue, id) in locate(&client, &args.ids, args.queue.as_deref()).await? {
         match client.queue(&queue)?.cancel(&id).await? {
-            CancelOutcome::Cancelled => println!("{id} cancelled"),
+            CancelOutcome::Cancelled => outln!("{id} cancelled")?,
             CancelOutcome::Cancelling => {
-                println!("{id} cancelling: it is running; its worker was told to stop it")
+                outln!("{id} cancelling: it is running; its worker was told to stop it")?
             }
-            CancelOutcome::AlreadyFinal(state) => println!("{id} already {state}; nothing to cancel"),
+            CancelOutcome::AlreadyFinal(state) => outln!("{id} already {state}; nothing to cancel")?,
             CancelOutcome::NotFound => bail!("no job with id {id} (its record expired meanwhile)"),
         }
     }

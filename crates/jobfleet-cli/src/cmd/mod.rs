@@ -5,6 +5,8 @@ pub mod dashboard;
 pub mod dead;
 pub mod events;
 pub mod inspect;
+pub mod protocol;
+pub mod queue;
 pub mod stats;
 pub mod submit;
 pub mod thumbnail;

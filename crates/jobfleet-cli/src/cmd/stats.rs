@@ -6,7 +6,7 @@ use jobfleet_core::{Client, FleetStats, WorkerInfo};
 
 use crate::Outcome;
 use crate::connect::Target;
-use crate::output::{duration_ms, table};
+use crate::output::{duration_ms, out, outln, table};
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -34,20 +34,20 @@ pub async fn stats(target: &Target, args: StatsArgs) -> anyhow::Result<Outcome> 
         jobfleet_core::validate_queue_name(q)?;
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&client.stats(&args.queues).await?)?
-        );
+        )?;
         return Ok(Outcome::Success);
     }
     if !args.watch {
-        print!("{}", render(&client, &client.stats(&args.queues).await?).await);
+        out!("{}", render(&client, &client.stats(&args.queues).await?).await)?;
         return Ok(Outcome::Success);
     }
     loop {
         let view = render(&client, &client.stats(&args.queues).await?).await;
         // Clear the screen and home the cursor, then draw.
-        print!("\x1b[2J\x1b[H{view}");
+        out!("\x1b[2J\x1b[H{view}")?;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = tokio::signal::ctrl_c() => return Ok(Outcome::Success),
@@ -59,9 +59,9 @@ pub async fn workers(target: &Target, args: WorkersArgs) -> anyhow::Result<Outco
     let client = target.connect().await?;
     let workers = client.workers().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&workers)?);
+        outln!("{}", serde_json::to_string_pretty(&workers)?)?;
     } else {
-        print!("{}", render_workers(&workers, redis_now(&client).await));
+        out!("{}", render_workers(&workers, redis_now(&client).await))?;
     }
     Ok(Outcome::Success)
 }

@@ -12,6 +12,7 @@ use crate::Outcome;
 use crate::cmd::batches::Batches;
 use crate::cmd::track;
 use crate::connect::Target;
+use crate::output::StdoutError;
 
 /// Jobs per submit call when reading stdin.
 const BATCH: usize = 1000;
@@ -80,7 +81,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         }
         out.print(&[submitted])?;
     }
-    out.stdout.flush()?;
+    out.stdout.flush().map_err(StdoutError)?;
     match events.as_mut() {
         None => Ok(Outcome::Success),
         Some(events) => {
@@ -149,7 +150,7 @@ async fn submit_stdin(queue: &Queue, args: &Args, out: &mut Printer) -> anyhow::
     while !batches.is_empty() {
         submitted += out.print(&batches.next().await?)?;
     }
-    out.stdout.flush()?;
+    out.stdout.flush().map_err(StdoutError)?;
     if let Some(problem) = bad_line {
         bail!(
             "{problem}; {submitted} jobs before it were submitted (their ids are printed above), \
@@ -181,9 +182,9 @@ impl Printer {
             if self.silent {
             } else if self.json {
                 let line = serde_json::json!({"id": s.id, "queue": self.queue, "created": s.created});
-                writeln!(self.stdout, "{line}")?;
+                writeln!(self.stdout, "{line}").map_err(StdoutError)?;
             } else {
-                writeln!(self.stdout, "{}", s.id)?;
+                writeln!(self.stdout, "{}", s.id).map_err(StdoutError)?;
             }
             if self.keep_ids {
                 self.ids.push(s.id.clone());

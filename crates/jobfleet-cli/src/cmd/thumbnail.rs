@@ -14,6 +14,7 @@ use crate::Outcome;
 use crate::cmd::batches::Batches;
 use crate::cmd::track;
 use crate::connect::Target;
+use crate::output::outln;
 
 /// Jobs per submit call.
 const BATCH: usize = 500;
@@ -107,7 +108,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         .collect();
     if !args.wait {
         for s in &ids {
-            println!("{}", s.id);
+            outln!("{}", s.id)?;
         }
     }
     eprintln!("submitted {} photos to queue {}", ids.len(), args.queue);

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jobfleet_core::{Client, Finished, JobState, Subscription};
 
 use crate::Outcome;
+use crate::output::{WaitOutput, outln};
 
 /// How to report while waiting.
 #[derive(Debug, Clone, Copy)]
@@ -55,46 +56,50 @@ pub async fn wait(
     }
     let (mut completed, mut dead, mut cancelled) = (0u64, 0u64, 0u64);
     let mut last_line = Instant::now();
-    let outcome = client
-        .wait_with(events, jobs, None, |f: &Finished| {
-            match f.state {
-                JobState::Completed => completed += 1,
-                JobState::Cancelled => cancelled += 1,
-                _ => dead += 1,
+    let stdout = WaitOutput::default();
+    let waiting = client.wait_with(events, jobs, None, |f: &Finished| {
+        match f.state {
+            JobState::Completed => completed += 1,
+            JobState::Cancelled => cancelled += 1,
+            _ => dead += 1,
+        }
+        if f.state != JobState::Completed {
+            let label = report
+                .labels
+                .and_then(|l| l.get(&f.id))
+                .map(|l| format!(" ({l})"));
+            let line = format!(
+                "{}{} {}: {}",
+                f.id,
+                label.unwrap_or_default(),
+                f.state,
+                f.error.as_deref().unwrap_or("(no error recorded)")
+            );
+            if interactive {
+                bar.println(line)
+            } else {
+                eprintln!("{line}")
             }
-            if f.state != JobState::Completed {
-                let label = report
-                    .labels
-                    .and_then(|l| l.get(&f.id))
-                    .map(|l| format!(" ({l})"));
-                let line = format!(
-                    "{}{} {}: {}",
-                    f.id,
-                    label.unwrap_or_default(),
-                    f.state,
-                    f.error.as_deref().unwrap_or("(no error recorded)")
-                );
-                if interactive {
-                    bar.println(line)
-                } else {
-                    eprintln!("{line}")
-                }
-            }
-            if report.json {
-                println!("{}", serde_json::to_string(f).expect("serializable"));
-            }
-            bar.set_message(format!("completed {completed}, failed {}", dead + cancelled));
-            bar.inc(1);
-            if !interactive && last_line.elapsed() >= Duration::from_secs(5) {
-                last_line = Instant::now();
-                eprintln!(
-                    "progress: {}/{total} finished ({completed} completed, {} failed)",
-                    completed + dead + cancelled,
-                    dead + cancelled
-                );
-            }
-        })
-        .await?;
+        }
+        if report.json {
+            stdout.write(|| outln!("{}", serde_json::to_string(f).expect("serializable")));
+        }
+        bar.set_message(format!("completed {completed}, failed {}", dead + cancelled));
+        bar.inc(1);
+        if !interactive && last_line.elapsed() >= Duration::from_secs(5) {
+            last_line = Instant::now();
+            eprintln!(
+                "progress: {}/{total} finished ({completed} completed, {} failed)",
+                completed + dead + cancelled,
+                dead + cancelled
+            );
+        }
+    });
+    let outcome = tokio::select! {
+        outcome = waiting => outcome?,
+        error = stdout.failed() => return Err(error.into()),
+    };
+    stdout.finish()?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
     let missing = outcome.missing.len() as u64;
