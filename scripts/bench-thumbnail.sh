@@ -26,7 +26,8 @@ SIZE=${SIZE:-256}
 QUALITY=${QUALITY:-80}
 WORK=${BENCH_DIR:-/tmp/jobfleet-thumbbench}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+. "$ROOT/scripts/lib.sh"
+TARGET=$(cd "$ROOT" && target_dir)
 
 need_apt=()
 command -v vipsthumbnail >/dev/null || need_apt+=(libvips-tools)
@@ -40,11 +41,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 echo "building thumbbench, jobfleet and jobfleet-worker (release)" >&2
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --example thumbbench -p jobfleet-thumbnail \
+(cd "$ROOT" && cargo build --quiet --release --example thumbbench -p jobfleet-thumbnail \
     -p jobfleet-cli -p jobfleet-worker)
 BIN=$TARGET/release/examples/thumbbench
 JOBFLEET=$TARGET/release/jobfleet
 WORKER=$TARGET/release/jobfleet-worker
+need_bin "$BIN" "$JOBFLEET" "$WORKER"
 
 # A private redis-server for the end-to-end runs, stopped on exit.
 port=6400
@@ -55,7 +57,7 @@ REDIS_PID=$!
 WORKER_PID=""
 trap 'kill $WORKER_PID $REDIS_PID 2>/dev/null || true' EXIT
 export JOBFLEET_REDIS=redis://127.0.0.1:$port
-until "$JOBFLEET" stats >/dev/null 2>&1; do sleep 0.1; done
+wait_for 10 "redis-server did not answer on port $port" "$WORK/redis.log" "$REDIS_PID" redis_up "$port"
 
 CORPUS=$WORK/corpus
 if [ ! -f "$CORPUS/.complete" ]; then
@@ -101,7 +103,8 @@ worker_cpu() {
 start_worker() {
     "$WORKER" --concurrency "$THREADS" --allow-dir "$WORK" 2>"$WORK/worker.log" &
     WORKER_PID=$!
-    until "$JOBFLEET" workers --json | grep -q "\"pid\": $WORKER_PID"; do sleep 0.1; done
+    worker_up() { "$JOBFLEET" workers --json | grep -q "\"pid\": $WORKER_PID"; }
+    wait_for 20 "jobfleet-worker (pid $WORKER_PID) did not register" "$WORK/worker.log" "$WORKER_PID" worker_up
 }
 
 stop_worker() {

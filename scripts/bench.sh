@@ -41,6 +41,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$ROOT/scripts/lib.sh"
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     JOBS=${BENCH_JOBS:-20000}
@@ -102,11 +103,12 @@ if [ -n "${BENCH_BIN_DIR:-}" ]; then
 else
     say "building release binaries"
     (cd "$ROOT" && cargo build --quiet --release -p jobfleet-cli -p jobfleet-worker -p jobfleet-bench)
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    BIN=$(cd "$ROOT" && target_dir)/release
 fi
 JF=$BIN/jobfleet
 JW=$BIN/jobfleet-worker
 JB=$BIN/jobfleet-bench
+need_bin "$JF" "$JW" "$JB"
 
 # ---- a private redis-server on a free port -----------------------------------
 port_free() { ! (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -161,7 +163,8 @@ start_workers() {
         WORKER_PIDS+=($!)
         PIDS+=($!)
     done
-    "$JB" --redis "$REDIS_URL" ready --workers "$n" >/dev/null
+    "$JB" --redis "$REDIS_URL" ready --workers "$n" >/dev/null ||
+        { echo "error: $n workers did not register; see $WORK/worker-*.log" >&2; exit 1; }
 }
 stop_workers() {
     local pid

@@ -15,5 +15,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis-server is missing; installing Debian's redis-server package"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
+. scripts/lib.sh
 cargo build --release --locked -q -p jobfleet-e2e --bins
-exec target/release/jobfleet-soak
+BIN=$(target_dir)/release
+need_bin "$BIN/jobfleet-soak" "$BIN/jobfleet-chaos-worker"
+exec "$BIN/jobfleet-soak"
