@@ -304,3 +304,43 @@ fn bad_input_gets_a_clear_error_a_final_state_and_the_worker_keeps_serving() {
         String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach Redis at redis://127.0.0.1:1")
     );
 }
+
+#[test]
+fn jobs_cancelled_while_pending_never_run_through_a_sigkill_and_a_new_worker() {
+    let mut fleet = Fleet::new();
+    let worker = bin("jobfleet-chaos-worker");
+    let first = fleet.start(&worker, &["--concurrency", "4"]);
+    assert!(
+        fleet.workers[first].log().contains("appendonly no"),
+        "the worker warns that this Redis loses jobs on a restart:\n{}",
+        fleet.workers[first].log()
+    );
+    let ids = fleet.submit_lines("record", &record_jobs(200, |_| 20), &[]);
+    // The newest 50 still wait behind ~1 s of work: cancel them in place.
+    let mut args = vec!["cancel"];
+    args.extend(ids[150..].iter().map(String::as_str));
+    let cancel = fleet.jobfleet(&args);
+    assert_eq!(cancel.code, 0, "{}", cancel.stderr);
+    assert_eq!(
+        cancel.stdout.matches(" cancelled\n").count(),
+        50,
+        "{}",
+        cancel.stdout
+    );
+    fleet.until(
+        Duration::from_secs(10),
+        "the first worker to run some jobs",
+        |f| f.queue_stats("default")["completed"].as_u64().unwrap_or(0) >= 20,
+    );
+    fleet.workers[first].signal("KILL");
+    fleet.workers[first].wait_exit(Duration::from_secs(5));
+    fleet.start(&worker, &["--concurrency", "4"]);
+
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(60));
+    verdict.assert_sound();
+    assert_eq!((verdict.completed, verdict.cancelled), (150, 50), "{verdict:?}");
+    let runs = fleet.executions();
+    let ran: Vec<&String> = ids[150..].iter().filter(|id| runs.contains_key(*id)).collect();
+    assert!(ran.is_empty(), "cancelled jobs ran: {ran:?}");
+    assert_eq!(fleet.queue_stats("default")["pending"].as_u64(), Some(0));
+}
