@@ -40,6 +40,40 @@ async fn raw<T: redis::FromRedisValue>(client: &Client, cmd: &mut redis::Cmd) ->
     cmd.query_async(&mut client.conn()).await.unwrap()
 }
 
+/// Runs the shipped submit script for one echo job the way a producer in
+/// another language would, bypassing the Rust client's checks.
+async fn eval_submit(
+    client: &Client,
+    q: &jobfleet_core::Queue,
+    job_key: &[u8],
+    id: &[u8],
+    delay_ms: &str,
+) -> redis::RedisResult<Vec<i64>> {
+    let submit = jobfleet_core::scripts::SOURCES
+        .iter()
+        .find(|(name, _)| *name == "submit.lua")
+        .unwrap()
+        .1;
+    let k = q.keys();
+    redis::cmd("EVAL")
+        .arg(submit)
+        .arg(5)
+        .arg(&k.pending)
+        .arg(&k.scheduled)
+        .arg(&k.stats)
+        .arg(&k.dead)
+        .arg(job_key)
+        .arg(&k.notify)
+        .arg(id)
+        .arg("echo")
+        .arg("{}")
+        .arg(3)
+        .arg(1000)
+        .arg(delay_ms)
+        .query_async(&mut client.conn())
+        .await
+}
+
 #[tokio::test]
 async fn a_new_job_leaves_the_dead_set_and_an_old_entry_never_deletes_it() {
     let (_server, client) = setup().await;
@@ -265,30 +299,10 @@ async fn an_id_that_is_not_utf8_is_buried_by_claim_not_looped() {
     );
 
     // The submit script refuses such an id from any producer.
-    let submit = jobfleet_core::scripts::SOURCES
-        .iter()
-        .find(|(name, _)| *name == "submit.lua")
-        .unwrap()
-        .1;
-    let k = &q.keys();
-    let reply: redis::RedisResult<Vec<i64>> = redis::cmd("EVAL")
-        .arg(submit)
-        .arg(5)
-        .arg(&k.pending)
-        .arg(&k.scheduled)
-        .arg(&k.stats)
-        .arg(&k.dead)
-        .arg(&key)
-        .arg(&k.notify)
-        .arg(bad)
-        .arg("echo")
-        .arg("{}")
-        .arg(3)
-        .arg(1000)
-        .arg(0)
-        .query_async(&mut client.conn())
-        .await;
-    let err = reply.unwrap_err().to_string();
+    let err = eval_submit(&client, &q, &key, bad, "0")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("jobfleet: invalid job #1: the id must be"), "{err}");
 }
 
@@ -305,29 +319,8 @@ async fn a_delay_too_large_to_represent_is_refused_not_run_at_once() {
     assert_eq!(q.stats().await.unwrap().submitted, 0);
 
     // A producer that skips the client's check meets the script's.
-    let submit = jobfleet_core::scripts::SOURCES
-        .iter()
-        .find(|(name, _)| *name == "submit.lua")
-        .unwrap()
-        .1;
     let k = q.keys();
-    let reply: redis::RedisResult<Vec<i64>> = redis::cmd("EVAL")
-        .arg(submit)
-        .arg(5)
-        .arg(&k.pending)
-        .arg(&k.scheduled)
-        .arg(&k.stats)
-        .arg(&k.dead)
-        .arg(k.job("x"))
-        .arg(&k.notify)
-        .arg("x")
-        .arg("echo")
-        .arg("{}")
-        .arg(3)
-        .arg(1000)
-        .arg("99999999999999999999")
-        .query_async(&mut client.conn())
-        .await;
+    let reply = eval_submit(&client, &q, k.job("x").as_bytes(), b"x", "99999999999999999999").await;
     let err = reply.unwrap_err().to_string();
     assert!(err.contains("delay_ms must be a decimal integer"), "{err}");
     let pending: u64 = raw(&client, redis::cmd("LLEN").arg(&k.pending)).await;

@@ -68,10 +68,8 @@ pub(crate) async fn run(
                 Err(e) => {
                     shared.reconcile_due.store(true, Ordering::Release);
                     drop(permits);
-                    let wait = outage.failed(&e);
-                    tokio::select! {
-                        _ = &mut shutdown => return,
-                        _ = tokio::time::sleep(wait) => {}
+                    if back_off(&mut shutdown, outage.failed(&e)).await {
+                        return;
                     }
                     continue;
                 }
@@ -84,10 +82,8 @@ pub(crate) async fn run(
                 // jobs in our processing list that nothing runs.
                 shared.reconcile_due.store(true, Ordering::Release);
                 drop(permits);
-                let wait = outage.failed(&e);
-                tokio::select! {
-                    _ = &mut shutdown => return,
-                    _ = tokio::time::sleep(wait) => {}
+                if back_off(&mut shutdown, outage.failed(&e)).await {
+                    return;
                 }
                 continue;
             }
@@ -117,10 +113,8 @@ pub(crate) async fn run(
         }
         if let Some(e) = claim.failed {
             shared.reconcile_due.store(true, Ordering::Release);
-            let wait = outage.failed(&e);
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(wait) => {}
+            if back_off(&mut shutdown, outage.failed(&e)).await {
+                return;
             }
         } else if idle {
             // Idle: wait for a notification or the fallback poll, reaping
@@ -137,6 +131,17 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+}
+
+/// Waits `wait` after a failed call; true when shutdown came first.
+async fn back_off(
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    wait: std::time::Duration,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.as_mut() => true,
+        _ = tokio::time::sleep(wait) => false,
     }
 }
 
