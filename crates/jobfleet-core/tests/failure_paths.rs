@@ -252,7 +252,11 @@ async fn an_ack_after_redis_clock_stepped_back_still_releases_its_waiter() {
         })
     };
     q.ack("w", &[(id.clone(), "1".into())]).await.unwrap();
-    let event = events.next_event().await.unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next_event())
+        .await
+        .expect("the completed event could not be read")
+        .unwrap()
+        .unwrap();
     assert_eq!(event.duration_ms, Some(0), "a negative duration is clamped");
     let report = waiter.await.unwrap().unwrap();
     assert!(
@@ -384,6 +388,8 @@ async fn cancelled_entries_do_not_starve_a_claim() {
         q.cancel(id).await.unwrap();
     }
     let live = q.submit(echo(1)).await.unwrap().id;
+    let len: u64 = raw(&client, redis::cmd("LLEN").arg(&q.keys().pending)).await;
+    assert_eq!(len, 301, "the cancelled entries wait in pending");
     q.heartbeat("w", true).await.unwrap();
     let claimed = q.claim("w", 1).await.unwrap();
     assert_eq!(claimed.len(), 1, "the claim pops past the cancelled entries");
@@ -404,7 +410,19 @@ async fn dead_retry_and_purge_of_every_job_work_in_chunks() {
         q.fail("w", &job.id, "bad", FailKind::Permanent).await.unwrap();
     }
     assert_eq!(q.stats().await.unwrap().dead, n as u64);
+    let _: () = raw(&client, redis::cmd("CONFIG").arg("RESETSTAT")).await;
     assert_eq!(q.dead_retry(&[]).await.unwrap(), n as u64);
+    let info: String = raw(&client, redis::cmd("INFO").arg("commandstats")).await;
+    let calls: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        calls >= 3,
+        "{n} dead jobs were retried in {calls} script calls, not in chunks"
+    );
     assert_eq!(q.stats().await.unwrap().pending, n as u64);
 
     let claimed = q.claim("w", n as usize).await.unwrap();

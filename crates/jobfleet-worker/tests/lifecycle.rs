@@ -471,9 +471,17 @@ async fn a_cancel_names_a_job_in_one_queue_only() {
         .wait(&jobs, Some(Duration::from_secs(30)), |_| {})
         .await
         .unwrap();
-    let states: HashMap<String, JobState> = report.finished.into_iter().map(|f| (f.queue, f.state)).collect();
-    assert_eq!(states["a"], JobState::Cancelled);
-    assert_eq!(states["b"], JobState::Completed, "the job in b was not cancelled");
+    assert!(report.unfinished.is_empty(), "{report:?}");
+    let state = |q: &Queue| {
+        let q = q.clone();
+        async move { q.status("same-id").await.unwrap().unwrap().state }
+    };
+    assert_eq!(state(&a).await, JobState::Cancelled);
+    assert_eq!(
+        state(&b).await,
+        JobState::Completed,
+        "the job in b was not cancelled"
+    );
     worker.shutdown().await;
 }
 
