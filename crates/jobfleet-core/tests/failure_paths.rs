@@ -40,6 +40,26 @@ async fn raw<T: redis::FromRedisValue>(client: &Client, cmd: &mut redis::Cmd) ->
     cmd.query_async(&mut client.conn()).await.unwrap()
 }
 
+/// Writes a pending echo job by hand, as a producer skipping every check
+/// would: its record, then its id on pending.
+async fn write_pending(client: &Client, q: &jobfleet_core::Queue, id: &[u8], payload: &str) {
+    let mut key = q.keys().job_prefix.clone().into_bytes();
+    key.extend_from_slice(id);
+    let _: () = raw(
+        client,
+        redis::cmd("HSET")
+            .arg(&key)
+            .arg("task")
+            .arg("echo")
+            .arg("payload")
+            .arg(payload)
+            .arg("state")
+            .arg("pending"),
+    )
+    .await;
+    let _: () = raw(client, redis::cmd("LPUSH").arg(&q.keys().pending).arg(id)).await;
+}
+
 /// Runs the shipped submit script for one echo job the way a producer in
 /// another language would, bypassing the Rust client's checks.
 async fn eval_submit(
@@ -274,19 +294,7 @@ async fn an_id_that_is_not_utf8_is_buried_by_claim_not_looped() {
     let bad: &[u8] = b"job-\xff\xfe";
     let mut key = q.keys().job_prefix.clone().into_bytes();
     key.extend_from_slice(bad);
-    let _: () = raw(
-        &client,
-        redis::cmd("HSET")
-            .arg(&key)
-            .arg("task")
-            .arg("echo")
-            .arg("payload")
-            .arg("{}")
-            .arg("state")
-            .arg("pending"),
-    )
-    .await;
-    let _: () = raw(&client, redis::cmd("LPUSH").arg(&q.keys().pending).arg(bad)).await;
+    write_pending(&client, &q, bad, "{}").await;
     let good = q.submit(echo(1)).await.unwrap().id;
 
     let claimed = q.claim("w", 10).await.unwrap();
@@ -506,21 +514,7 @@ async fn a_payload_over_the_limit_is_buried_at_claim_whoever_wrote_it() {
     })
     .await;
     let q = client.queue("default").unwrap();
-    let key = q.keys().job("big");
-    let payload = format!("\"{}\"", "x".repeat(5000));
-    let _: () = raw(
-        &client,
-        redis::cmd("HSET")
-            .arg(&key)
-            .arg("task")
-            .arg("echo")
-            .arg("payload")
-            .arg(&payload)
-            .arg("state")
-            .arg("pending"),
-    )
-    .await;
-    let _: () = raw(&client, redis::cmd("LPUSH").arg(&q.keys().pending).arg("big")).await;
+    write_pending(&client, &q, b"big", &format!("\"{}\"", "x".repeat(5000))).await;
     q.heartbeat("w", true).await.unwrap();
     assert!(q.claim("w", 1).await.unwrap().is_empty());
     let job = q.status("big").await.unwrap().unwrap();
