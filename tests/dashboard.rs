@@ -464,7 +464,7 @@ impl Dashboard {
         args.extend(extra);
         let mut child = Command::new(bin("jobfleet"))
             .args(&args)
-            .env("JOBFLEET_REDIS", fleet.redis.url())
+            .env("JOBFLEET_REDIS", fleet.url.clone())
             .env_remove("JOBFLEET_DASHBOARD_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -517,7 +517,7 @@ impl Drop for Dashboard {
 fn run_briefly(fleet: &Fleet, args: &[&str]) -> (i32, String) {
     let mut child = Command::new(bin("jobfleet"))
         .args(args)
-        .env("JOBFLEET_REDIS", fleet.redis.url())
+        .env("JOBFLEET_REDIS", fleet.url.clone())
         .env_remove("JOBFLEET_DASHBOARD_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -119,9 +119,9 @@ fn redis_outage(outage: Duration) -> (Fleet, Vec<String>) {
     fleet.until(Duration::from_secs(30), "some jobs to complete", |f| {
         f.queue_stats("default")["completed"].as_u64() >= Some(100)
     });
-    fleet.redis.kill();
+    fleet.redis().kill();
     std::thread::sleep(outage);
-    fleet.redis.restart();
+    fleet.redis().restart();
     let output = waiter.wait_with_output().expect("waiting producer");
     assert_eq!(
         output.status.code(),
@@ -252,16 +252,16 @@ fn bad_input_gets_a_clear_error_a_final_state_and_the_worker_keeps_serving() {
     let wrong_shape = submit("sleep", r#"{"seconds": 1}"#);
     // Records written by hand, as a producer in another language might.
     fleet
-        .redis
+        .redis()
         .cmd("HSET jobfleet:{default}:job:by-hand task echo payload notjson state pending");
     fleet
-        .redis
+        .redis()
         .cmd("HSET jobfleet:{default}:job:no-task state pending");
     fleet
-        .redis
+        .redis()
         .cmd("LPUSH jobfleet:{default}:pending by-hand no-task");
-    fleet.redis.cmd("SADD jobfleet:queues default");
-    fleet.redis.cmd("PUBLISH jobfleet:{default}:notify 2");
+    fleet.redis().cmd("SADD jobfleet:queues default");
+    fleet.redis().cmd("PUBLISH jobfleet:{default}:notify 2");
     let ok = submit("echo", r#"{"fine": true}"#);
 
     let ids = [
@@ -290,7 +290,7 @@ fn bad_input_gets_a_clear_error_a_final_state_and_the_worker_keeps_serving() {
 
     // A worker refuses a queue name that would break the key schema.
     let bad = std::process::Command::new(bin("jobfleet-worker"))
-        .args(["--queue", "bad{queue}", "--redis", &fleet.redis.url()])
+        .args(["--queue", "bad{queue}", "--redis", &fleet.url.clone()])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));

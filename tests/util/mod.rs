@@ -49,7 +49,11 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A private Redis plus helpers to run the binaries against it.
 pub struct Fleet {
-    pub redis: RedisServer,
+    /// The private Redis, when the fleet has one of its own (a Sentinel
+    /// group or a proxy is owned by the test instead).
+    redis: Option<RedisServer>,
+    /// The URL every process is given.
+    pub url: String,
     pub workers: Vec<Worker>,
     /// Scratch space: the chaos worker's execution log lives here.
     pub dir: tempfile::TempDir,
@@ -84,10 +88,26 @@ impl Fleet {
 
     pub fn with_redis(redis: RedisServer) -> Fleet {
         Fleet {
-            redis,
+            url: redis.url(),
+            redis: Some(redis),
             workers: Vec::new(),
             dir: tempfile::tempdir().expect("scratch dir"),
         }
+    }
+
+    /// A fleet on a Redis the test owns, at `url`.
+    pub fn with_url(url: String) -> Fleet {
+        Fleet {
+            url,
+            redis: None,
+            workers: Vec::new(),
+            dir: tempfile::tempdir().expect("scratch dir"),
+        }
+    }
+
+    /// The fleet's own Redis.
+    pub fn redis(&mut self) -> &mut RedisServer {
+        self.redis.as_mut().expect("this fleet has a Redis of its own")
     }
 
     /// Where the chaos worker records executions.
@@ -133,7 +153,7 @@ impl Fleet {
         let child = Command::new(program)
             .args(args)
             .args(extra)
-            .env("JOBFLEET_REDIS", self.redis.url())
+            .env("JOBFLEET_REDIS", &self.url)
             .env("CHAOS_LOG", self.execution_log())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -248,7 +268,7 @@ impl Fleet {
     pub fn spawn_jobfleet(&self, args: &[&str], input: &str) -> Child {
         let mut child = Command::new(bin("jobfleet"))
             .args(args)
-            .env("JOBFLEET_REDIS", self.redis.url())
+            .env("JOBFLEET_REDIS", &self.url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

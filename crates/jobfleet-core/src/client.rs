@@ -2,17 +2,17 @@
 //! cross-queue reads (find a job by id, wait, events, fleet stats, workers).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::connection::{Conn, Mode, Topology};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::job::{Job, JobState, validate_job_id};
@@ -68,13 +68,19 @@ impl Default for Policy {
 /// multiplexed, self-reconnecting connection.
 #[derive(Clone)]
 pub struct Client {
-    redis: redis::Client,
-    conn: ConnectionManager,
+    topology: Arc<Topology>,
+    conn: Conn,
+    /// With `replicas > 0`: a second connection for writes confirmed with
+    /// `WAIT`, which blocks only the connection it is sent on.
+    durable: Option<Conn>,
+    replication: Replication,
     prefix: Arc<str>,
     global: Arc<GlobalKeys>,
     policy: Arc<Policy>,
     /// Queues this client has already added to the known-queues set.
     registered: Arc<Mutex<HashSet<String>>>,
+    /// Worker outcomes written but not confirmed by enough replicas.
+    unconfirmed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Client {
@@ -143,6 +149,75 @@ pub struct FleetStats {
     pub queues: Vec<QueueStats>,
     /// Live workers.
     pub workers: Vec<WorkerInfo>,
+}
+
+/// The Redis servers behind a client, as `stats` and the dashboard show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyInfo {
+    /// `single` or `sentinel`.
+    pub mode: String,
+    /// The primary's address (`host:port`).
+    pub primary: String,
+    /// With Sentinel: the master name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    /// With Sentinel: how many sentinels the URL names.
+    pub sentinels: usize,
+    /// The primary's replication offset (bytes of writes since it became primary).
+    pub offset: u64,
+    /// Its replicas, as the primary sees them.
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+/// One replica of the primary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    /// `host:port`.
+    pub addr: String,
+    /// `online` once in sync; `wait_bgsave`, `send_bulk` while catching up.
+    pub state: String,
+    /// Bytes of writes it has not confirmed yet.
+    pub lag_bytes: u64,
+    /// Seconds since it last confirmed its offset.
+    pub lag_secs: u64,
+}
+
+impl TopologyInfo {
+    /// Reads `INFO replication` text.
+    fn from_info(info: &str) -> TopologyInfo {
+        let mut topology = TopologyInfo {
+            mode: "single".into(),
+            ..TopologyInfo::default()
+        };
+        let mut offsets = Vec::new();
+        for line in info.lines().map(str::trim) {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            if key == "master_repl_offset" {
+                topology.offset = value.parse().unwrap_or(0);
+            } else if key.starts_with("slave") && key[5..].chars().all(|c| c.is_ascii_digit()) {
+                let field = |name: &str| {
+                    value
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                offsets.push(field("offset").parse::<u64>().unwrap_or(0));
+                topology.replicas.push(ReplicaInfo {
+                    addr: format!("{}:{}", field("ip"), field("port")),
+                    state: field("state"),
+                    lag_bytes: 0,
+                    lag_secs: field("lag").parse().unwrap_or(0),
+                });
+            }
+        }
+        for (replica, offset) in topology.replicas.iter_mut().zip(offsets) {
+            replica.lag_bytes = topology.offset.saturating_sub(offset);
+        }
+        topology
+    }
 }
 
 /// A message from a [`Subscription`].
@@ -274,6 +349,34 @@ pub struct ConnectOptions {
     pub retries: usize,
     /// How long a command may wait for its reply.
     pub response_timeout: Duration,
+    /// Replicas that must confirm each submit (and each worker outcome)
+    /// before it counts as written: 0 (the default) does not ask.
+    pub replicas: u32,
+    /// How long to wait for those replicas.
+    pub replica_timeout: Duration,
+}
+
+/// Durable writes: how many replicas confirm a write, within how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas asked for (0: writes are not confirmed).
+    pub replicas: u32,
+    /// How long `WAIT` waits for them.
+    pub timeout: Duration,
+}
+
+/// What `WAIT` said of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirmation {
+    /// Not asked (`replicas` is 0).
+    NotAsked,
+    /// Enough replicas have it.
+    Confirmed,
+    /// Only `reached` replicas confirmed it in time.
+    Short {
+        /// Replicas that did.
+        reached: u32,
+    },
 }
 
 impl Default for ConnectOptions {
@@ -283,6 +386,8 @@ impl Default for ConnectOptions {
             policy: Policy::default(),
             retries: 3,
             response_timeout: Duration::from_secs(10),
+            replicas: 0,
+            replica_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -294,21 +399,36 @@ impl Client {
     }
 
     /// Connects; fails when Redis cannot be reached after the retries.
+    ///
+    /// `url` is `redis://[user:password@]host:port[/db]` (or `rediss://`) for
+    /// one server, or
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER_NAME[/db]`
+    /// (options `?sentinel_password=...&tls=true`) for a primary that
+    /// Sentinel names; the client follows a failover by itself.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Client> {
-        let redis = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(options.retries)
-            .set_max_delay(Duration::from_secs(2))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(options.response_timeout));
-        let conn = ConnectionManager::new_with_config(redis.clone(), config).await?;
+        let topology = Topology::open(url)?;
+        // A WAIT may take its whole timeout: the reply must be allowed longer.
+        let response_timeout = options
+            .response_timeout
+            .max(options.replica_timeout + Duration::from_secs(1));
+        let conn = topology.connect(options.retries, response_timeout).await?;
+        let durable = match options.replicas {
+            0 => None,
+            _ => Some(topology.connect(options.retries, response_timeout).await?),
+        };
         Ok(Client {
-            redis,
+            topology,
             conn,
+            durable,
+            replication: Replication {
+                replicas: options.replicas,
+                timeout: options.replica_timeout,
+            },
             global: Arc::new(GlobalKeys::new(&options.prefix)),
             prefix: options.prefix.into(),
             policy: Arc::new(options.policy),
             registered: Arc::default(),
+            unconfirmed: Arc::default(),
         })
     }
 
@@ -327,9 +447,88 @@ impl Client {
         &self.global
     }
 
-    /// A connection handle (multiplexed; clones are cheap).
-    pub fn conn(&self) -> ConnectionManager {
+    /// A connection handle (multiplexed; clones are cheap). It always
+    /// talks to the primary, following a failover.
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// The durable-write setting in force.
+    pub fn replication(&self) -> Replication {
+        self.replication
+    }
+
+    /// Runs a script that writes; with `replicas > 0`, in one pipeline with
+    /// `WAIT` on the durable connection, so the confirmation covers exactly
+    /// this write (a `WAIT` on a fresh connection would confirm nothing).
+    pub(crate) async fn write<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<(T, Confirmation)> {
+        let Some(durable) = &self.durable else {
+            let reply = invocation.invoke_async(&mut self.conn()).await?;
+            return Ok((reply, Confirmation::NotAsked));
+        };
+        let Replication { replicas, timeout } = self.replication;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis() as u64);
+        let mut conn = durable.clone();
+        let reply: redis::RedisResult<(T, u32)> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // The script did not run: load it and send the pair again.
+                invocation.load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await
+            }
+            other => other,
+        };
+        let (value, reached) = reply?;
+        let confirmation = if reached >= replicas {
+            Confirmation::Confirmed
+        } else {
+            Confirmation::Short { reached }
+        };
+        Ok((value, confirmation))
+    }
+
+    /// Worker outcomes (acks, fails) written on the primary but not
+    /// confirmed by the replicas asked for, since this client connected.
+    /// Such an outcome is not undone: a failover now would roll it back and
+    /// the job would run again (at least once, never lost).
+    pub fn unconfirmed_writes(&self) -> u64 {
+        self.unconfirmed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn unconfirmed(&self, what: &str, jobs: usize, confirmation: Confirmation) {
+        if let Confirmation::Short { reached } = confirmation {
+            self.unconfirmed.fetch_add(jobs as u64, Ordering::Relaxed);
+            tracing::warn!(
+                what,
+                jobs,
+                reached,
+                wanted = self.replication.replicas,
+                "written but not confirmed by the replicas in time: a failover now would run these jobs again"
+            );
+        }
+    }
+
+    /// Which servers this client talks to, and the replicas' lag (read from
+    /// the primary's `INFO replication`).
+    pub async fn topology(&self) -> Result<TopologyInfo> {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut self.conn())
+            .await?;
+        let mut topology = TopologyInfo::from_info(&info);
+        topology.primary = self.topology.primary_addr().unwrap_or_default();
+        if let Mode::Sentinel { master, sentinels } = self.topology.mode() {
+            topology.mode = "sentinel".into();
+            topology.master_name = Some(master);
+            topology.sentinels = sentinels;
+        }
+        Ok(topology)
     }
 
     /// A handle on queue `name` (the name is validated).
@@ -427,12 +626,14 @@ impl Client {
     /// is delivered.
     pub async fn subscribe(&self, channels: Vec<String>, patterns: Vec<String>) -> Result<Subscription> {
         let (feeder, mut rx, lagged) = Feeder::new(SUBSCRIPTION_BUFFER);
-        let redis = self.redis.clone();
+        let topology = self.topology.clone();
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             let mut warned = false;
+            let mut switched = topology.changes();
             loop {
-                match open_pubsub(&redis, &channels, &patterns).await {
+                switched.mark_unchanged();
+                match open_pubsub(&topology, &channels, &patterns).await {
                     Ok(mut pubsub) => {
                         if warned {
                             tracing::info!("pub/sub connection restored");
@@ -443,7 +644,14 @@ impl Client {
                             return;
                         }
                         let mut stream = pubsub.on_message();
-                        while let Some(msg) = stream.next().await {
+                        loop {
+                            let msg = tokio::select! {
+                                msg = stream.next() => msg,
+                                // A new primary: this connection may still
+                                // stand, but nothing is published here now.
+                                _ = switched.changed() => None,
+                            };
+                            let Some(msg) = msg else { break };
                             let feed = Feed::Message {
                                 channel: msg.get_channel_name().to_string(),
                                 payload: msg.get_payload().unwrap_or_default(),
@@ -473,7 +681,7 @@ impl Client {
             Ok(Some(Feed::Subscribed)) => Ok(Subscription { rx, lagged, task }),
             _ => {
                 task.abort();
-                let pubsub = open_pubsub(&self.redis, &[], &[]).await;
+                let pubsub = open_pubsub(&self.topology, &[], &[]).await;
                 Err(match pubsub {
                     Err(e) => Error::Redis(e),
                     Ok(_) => Error::Protocol("could not subscribe".into()),
@@ -762,12 +970,12 @@ fn finished_from(event: Event) -> Finished {
 }
 
 async fn open_pubsub(
-    redis: &redis::Client,
+    topology: &Topology,
     channels: &[String],
     patterns: &[String],
 ) -> redis::RedisResult<redis::aio::PubSub> {
     let connect = async {
-        let mut pubsub = redis.get_async_pubsub().await?;
+        let mut pubsub = topology.primary().await?.get_async_pubsub().await?;
         if !channels.is_empty() {
             pubsub.subscribe(channels).await?;
         }

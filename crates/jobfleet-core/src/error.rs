@@ -51,6 +51,26 @@ pub enum Error {
     /// register under a fresh id.
     #[error("worker {0} was recovered by the fleet")]
     WorkerRecovered(String),
+    /// A Redis URL that cannot be used.
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(String),
+    /// Submitted, but fewer replicas than asked confirmed it in time: a
+    /// failover now could lose it. Submitting again with the same ids
+    /// (idempotency keys) is safe.
+    #[error(
+        "only {reached} of {wanted} replicas confirmed the write within {timeout:?}: a failover now could lose it; \
+         submit again with the same job ids (idempotency keys) to be sure, or check the replicas"
+    )]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that confirmed.
+        reached: u32,
+        /// How long we waited.
+        timeout: std::time::Duration,
+        /// The jobs written but not confirmed.
+        ids: Vec<String>,
+    },
     /// Redis answered something the protocol does not allow.
     #[error("protocol: {0}")]
     Protocol(String),

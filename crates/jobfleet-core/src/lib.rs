@@ -34,6 +34,7 @@
 //! ```
 
 pub mod client;
+pub mod connection;
 pub mod error;
 pub mod event;
 pub mod job;
@@ -42,9 +43,10 @@ pub mod queue;
 pub mod scripts;
 
 pub use client::{
-    Client, ConnectOptions, Feed, Finished, FleetStats, Policy, SUBSCRIPTION_BUFFER, Subscription,
-    WaitReport, WorkerInfo,
+    Client, ConnectOptions, Feed, Finished, FleetStats, Policy, ReplicaInfo, Replication,
+    SUBSCRIPTION_BUFFER, Subscription, TopologyInfo, WaitReport, WorkerInfo,
 };
+pub use connection::Conn;
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
 pub use job::{

@@ -8,7 +8,7 @@ use futures_util::future::try_join_all;
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
-use crate::client::Client;
+use crate::client::{Client, Confirmation};
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, Job, JobSpec, new_job_id, validate_job_id, validate_queue_name};
 use crate::keys::QueueKeys;
@@ -173,7 +173,7 @@ impl Queue {
             .iter()
             .map(|s| s.id.clone().unwrap_or_else(new_job_id))
             .collect();
-        let calls = specs
+        let invocations: Vec<_> = specs
             .chunks(SUBMIT_CHUNK)
             .zip(ids.chunks(SUBMIT_CHUNK))
             .map(|(specs, ids)| {
@@ -192,10 +192,25 @@ impl Queue {
                         .arg(spec.timeout.as_millis() as u64)
                         .arg(spec.delay.as_millis() as u64);
                 }
-                let mut conn = self.client.conn();
-                async move { inv.invoke_async::<Vec<i64>>(&mut conn).await }
+                inv
+            })
+            .collect();
+        let calls = invocations.iter().map(|inv| self.client.write::<Vec<i64>>(inv));
+        let replies = try_join_all(calls).await?;
+        let short = replies.iter().find_map(|(_, c)| match c {
+            Confirmation::Short { reached } => Some(*reached),
+            _ => None,
+        });
+        if let Some(reached) = short {
+            let replication = self.client.replication();
+            return Err(Error::NotReplicated {
+                wanted: replication.replicas,
+                reached,
+                timeout: replication.timeout,
+                ids,
             });
-        let created: Vec<i64> = try_join_all(calls).await?.into_iter().flatten().collect();
+        }
+        let created: Vec<i64> = replies.into_iter().flat_map(|(c, _)| c).collect();
         if created.len() != ids.len() {
             return Err(Error::Protocol("submit returned a short reply".into()));
         }
@@ -267,7 +282,8 @@ impl Queue {
         for (id, result) in results {
             inv.arg(id).arg(result);
         }
-        let applied: Vec<i64> = inv.invoke_async(&mut self.client.conn()).await?;
+        let (applied, confirmation): (Vec<i64>, _) = self.client.write(&inv).await?;
+        self.client.unconfirmed("ack", results.len(), confirmation);
         Ok(applied.into_iter().map(|a| a == 1).collect())
     }
 
@@ -275,8 +291,8 @@ impl Queue {
     pub async fn fail(&self, worker: &str, id: &str, error: &str, kind: FailKind) -> Result<FailOutcome> {
         let policy = self.client.policy();
         let jitter: f64 = rand::random::<f64>() * policy.backoff_jitter;
-        let reply: Vec<Value> = scripts::FAIL
-            .key(self.keys.processing(worker))
+        let mut inv = scripts::FAIL.prepare_invoke();
+        inv.key(self.keys.processing(worker))
             .key(&self.keys.scheduled)
             .key(&self.keys.dead)
             .key(&self.keys.stats)
@@ -294,9 +310,9 @@ impl Queue {
             .arg(policy.completed_retention.as_secs())
             .arg(policy.dead_retention.as_secs())
             .arg(policy.dead_max_count)
-            .arg(policy.dead_retention.as_millis() as u64)
-            .invoke_async(&mut self.client.conn())
-            .await?;
+            .arg(policy.dead_retention.as_millis() as u64);
+        let (reply, confirmation): (Vec<Value>, _) = self.client.write(&inv).await?;
+        self.client.unconfirmed("fail", 1, confirmation);
         let mut fields = reply.into_iter().map(text);
         match fields.next().as_deref() {
             Some("scheduled") => Ok(FailOutcome::Scheduled {

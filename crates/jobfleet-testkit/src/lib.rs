@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod proxy;
+mod sentinel;
+
+pub use proxy::Proxy;
+pub use sentinel::SentinelGroup;
+
 /// How a test wants its server configured.
 #[derive(Debug, Clone, Default)]
 pub struct RedisOptions {
@@ -22,6 +28,8 @@ pub struct RedisOptions {
     /// [`RedisServer::url`] is then a `rediss://` URL that skips certificate
     /// verification (`#insecure`), and [`RedisServer::cmd`] is unavailable.
     pub tls: bool,
+    /// Start as a replica of the server on this loopback port.
+    pub replica_of: Option<u16>,
 }
 
 /// A private `redis-server` process; killed (and its files removed) on drop.
@@ -123,6 +131,72 @@ impl Drop for RedisServer {
     }
 }
 
+/// Sends one command in the inline protocol to a loopback port; returns the
+/// raw reply, or an empty string when nothing answers.
+pub fn send(port: u16, line: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream.write_all(format!("{line}\r\n").as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 65536];
+    // Read until the reply is complete (a short read may end mid-reply).
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if resp_complete(&reply) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The words of a RESP reply (bulk strings, simple strings, integers),
+/// flattened; enough to read replies in test set-up.
+pub fn resp_words(reply: &str) -> Vec<String> {
+    reply
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with('*') && !l.starts_with('$'))
+        .map(|l| l.trim_start_matches(['+', ':']).to_string())
+        .collect()
+}
+
+fn resp_complete(reply: &[u8]) -> bool {
+    fn parse(b: &[u8], i: usize) -> Option<usize> {
+        let end = i + b[i..].windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&b[i + 1..end]).ok()?;
+        let next = end + 2;
+        match b.get(i)? {
+            b'$' => {
+                let n: i64 = line.parse().ok()?;
+                if n < 0 {
+                    return Some(next);
+                }
+                let stop = next + n as usize + 2;
+                (b.len() >= stop).then_some(stop)
+            }
+            b'*' => {
+                let n: i64 = line.parse().ok()?;
+                let mut at = next;
+                for _ in 0..n.max(0) {
+                    if at >= b.len() {
+                        return None;
+                    }
+                    at = parse(b, at)?;
+                }
+                Some(at)
+            }
+            _ => Some(next),
+        }
+    }
+    !reply.is_empty() && parse(reply, 0).is_some()
+}
+
 /// The path of `redis-server`, or a panic that says how to get it.
 pub fn redis_server_binary() -> PathBuf {
     for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
@@ -185,12 +259,16 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String>
         .args(["--maxmemory-policy", "noeviction", "--protected-mode", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(primary) = options.replica_of {
+        command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+    }
     if options.aof {
         command.args(["--appendonly", "yes", "--appendfsync", "always"]);
     } else {
         command.args(["--appendonly", "no"]);
     }
     let mut child = command.spawn().map_err(|e| format!("spawn redis-server: {e}"))?;
+    reap_with_this_process(child.id());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // A TLS server cannot be pinged in plain text: its log says when it is ready.
@@ -224,6 +302,23 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String>
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Makes sure process `pid` dies with this one, even when this process
+/// never runs its destructors (a server held in a `static`, shared by the
+/// tests of one binary, or a test that aborts): a shell polls both and kills
+/// `pid` once this process is gone.
+pub fn reap_with_this_process(pid: u32) {
+    let me = std::process::id();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill -9 {pid} 2>/dev/null"
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// A self-signed certificate for 127.0.0.1 in `dir` (cert.pem, key.pem).

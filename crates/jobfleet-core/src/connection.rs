@@ -1,0 +1,679 @@
+//! The one seam between jobfleet and Redis' topologies. Everything above
+//! this module (queues, the worker, the CLI, the dashboard) sends commands
+//! through a [`Conn`] and subscribes through [`Topology::primary`], and never
+//! asks which topology it runs on.
+//!
+//! - **One server** (`redis://`, `rediss://`): the `redis` crate's
+//!   [`ConnectionManager`], which reconnects to the same address by itself.
+//! - **Sentinel** (`redis+sentinel://`): the sentinels name the primary (the
+//!   crate's [`SentinelClient`], which also checks the node's `ROLE`). The
+//!   crate does not follow a failover, so [`Conn`] does: a connection error
+//!   or a `READONLY` reply (the node was demoted) drops the connection, and
+//!   the next command asks the sentinels again; a `+switch-master` notice
+//!   from any sentinel does the same before anything fails, and tells
+//!   subscriptions to resubscribe on the new primary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisFuture,
+    RedisResult, Value,
+};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+
+/// Where jobfleet's Redis is, parsed from a URL.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Endpoint {
+    /// One server: any URL the `redis` crate reads (`redis://`, `rediss://`, `unix://`).
+    Single(String),
+    /// A primary that Sentinel names.
+    Sentinel(SentinelEndpoint),
+}
+
+/// `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db][?sentinel_password=...&tls=true]`.
+#[derive(Clone, PartialEq)]
+pub(crate) struct SentinelEndpoint {
+    pub(crate) sentinels: Vec<(String, u16)>,
+    pub(crate) master: String,
+    pub(crate) db: i64,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) sentinel_username: Option<String>,
+    pub(crate) sentinel_password: Option<String>,
+    /// `tls=true` (verified) or `tls=insecure`, for the sentinels and the data nodes.
+    pub(crate) tls: Option<redis::TlsMode>,
+}
+
+impl std::fmt::Debug for SentinelEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelEndpoint")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sentinel port when a host names none.
+const SENTINEL_PORT: u16 = 26379;
+
+impl Endpoint {
+    /// Reads a URL; a Sentinel URL is checked here, any other is left to the
+    /// `redis` crate.
+    pub(crate) fn parse(url: &str) -> Result<Endpoint> {
+        let Some(rest) = url.strip_prefix("redis+sentinel://") else {
+            return Ok(Endpoint::Single(url.to_string()));
+        };
+        let bad = |why: &str| {
+            Error::InvalidUrl(format!(
+                "{why}; a Sentinel URL reads redis+sentinel://[user:password@]host:port[,host:port...]/MASTER_NAME"
+            ))
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no master name"))?;
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, authority),
+        };
+        let mut sentinels = Vec::new();
+        for host in hosts.split(',').filter(|h| !h.is_empty()) {
+            let (name, port) = match host.rsplit_once(':') {
+                Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
+                    let port = port
+                        .parse::<u16>()
+                        .map_err(|_| bad(&format!("{port:?} is not a port")))?;
+                    (name, port)
+                }
+                _ => (host, SENTINEL_PORT),
+            };
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            if name.is_empty() {
+                return Err(bad("a sentinel has no host"));
+            }
+            sentinels.push((name.to_string(), port));
+        }
+        if sentinels.is_empty() {
+            return Err(bad("no sentinel host"));
+        }
+        let mut segments = path.split('/');
+        let master = decode(segments.next().unwrap_or(""));
+        if master.is_empty() {
+            return Err(bad("no master name"));
+        }
+        let db = match segments.next().filter(|s| !s.is_empty()) {
+            Some(db) => db
+                .parse::<i64>()
+                .map_err(|_| bad(&format!("{db:?} is not a database number")))?,
+            None => 0,
+        };
+        let (username, password) = match userinfo {
+            Some(info) => match info.split_once(':') {
+                Some((user, password)) => (non_empty(decode(user)), Some(decode(password))),
+                None => (None, Some(decode(info))),
+            },
+            None => (None, None),
+        };
+        let mut endpoint = SentinelEndpoint {
+            sentinels,
+            master,
+            db,
+            username,
+            password,
+            sentinel_username: None,
+            sentinel_password: None,
+            tls: None,
+        };
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*key {
+                "sentinel_password" => endpoint.sentinel_password = Some(value.into_owned()),
+                "sentinel_username" => endpoint.sentinel_username = non_empty(value.into_owned()),
+                "tls" => {
+                    endpoint.tls = match &*value {
+                        "true" | "1" | "yes" => Some(redis::TlsMode::Secure),
+                        "insecure" => Some(redis::TlsMode::Insecure),
+                        "false" | "0" | "no" => None,
+                        other => return Err(bad(&format!("tls={other}: use tls=true or tls=insecure"))),
+                    }
+                }
+                other => return Err(bad(&format!("unknown option {other:?}"))),
+            }
+        }
+        Ok(Endpoint::Sentinel(endpoint))
+    }
+}
+
+fn decode(text: &str) -> String {
+    // Percent-decoding of a URL part; `+` is a plain character here.
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// How long finding the primary (asking the sentinels, checking its role)
+/// may take before the attempt counts as failed.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Which servers jobfleet talks to, and who is primary now.
+pub(crate) struct Topology {
+    kind: Kind,
+    /// Bumped on every `+switch-master` for our master: connections made
+    /// before are dropped, subscriptions resubscribe.
+    epoch: watch::Sender<u64>,
+}
+
+enum Kind {
+    Single(redis::Client),
+    Sentinel {
+        endpoint: SentinelEndpoint,
+        resolver: Box<tokio::sync::Mutex<SentinelClient>>,
+        /// The primary last found, for `stats` (`host:port`).
+        primary: Mutex<Option<String>>,
+    },
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Single(client) => write!(f, "Topology::Single({})", client.get_connection_info().addr()),
+            Kind::Sentinel { endpoint, .. } => write!(f, "Topology::Sentinel({endpoint:?})"),
+        }
+    }
+}
+
+/// What `stats` says of the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Single,
+    Sentinel { master: String, sentinels: usize },
+}
+
+impl Topology {
+    /// Builds the topology for a URL; with Sentinel, starts watching the
+    /// sentinels for failovers (the watch ends with the topology).
+    pub(crate) fn open(url: &str) -> Result<Arc<Topology>> {
+        let kind = match Endpoint::parse(url)? {
+            Endpoint::Single(url) => Kind::Single(redis::Client::open(url.as_str())?),
+            Endpoint::Sentinel(endpoint) => {
+                let resolver = sentinel_client(&endpoint)?;
+                Kind::Sentinel {
+                    endpoint,
+                    resolver: Box::new(tokio::sync::Mutex::new(resolver)),
+                    primary: Mutex::new(None),
+                }
+            }
+        };
+        let topology = Arc::new(Topology {
+            kind,
+            epoch: watch::Sender::new(0),
+        });
+        if let Kind::Sentinel { endpoint, .. } = &topology.kind {
+            tokio::spawn(watch_sentinels(Arc::downgrade(&topology), endpoint.clone()));
+        }
+        Ok(topology)
+    }
+
+    /// A client for the primary as of now (with Sentinel: asked of the
+    /// sentinels, its role checked).
+    pub(crate) async fn primary(&self) -> RedisResult<redis::Client> {
+        match &self.kind {
+            Kind::Single(client) => Ok(client.clone()),
+            Kind::Sentinel {
+                resolver, primary, ..
+            } => {
+                let found = tokio::time::timeout(RESOLVE_TIMEOUT, async {
+                    resolver.lock().await.async_get_client().await
+                })
+                .await
+                .map_err(|_| io_error("timed out asking the sentinels for the primary"))??;
+                *primary.lock().expect("poisoned") = Some(found.get_connection_info().addr().to_string());
+                Ok(found)
+            }
+        }
+    }
+
+    /// The primary's address as last seen (`host:port`).
+    pub(crate) fn primary_addr(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Single(client) => Some(client.get_connection_info().addr().to_string()),
+            Kind::Sentinel { primary, .. } => primary.lock().expect("poisoned").clone(),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        match &self.kind {
+            Kind::Single(_) => Mode::Single,
+            Kind::Sentinel { endpoint, .. } => Mode::Sentinel {
+                master: endpoint.master.clone(),
+                sentinels: endpoint.sentinels.len(),
+            },
+        }
+    }
+
+    /// Changes whenever the sentinels announce a new primary.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
+    }
+
+    fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
+    /// Forget the primary: the next connection asks the sentinels again.
+    fn switched(&self) {
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// A command connection. `retries`: connection attempts per command
+    /// before it fails (with back-off).
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        retries: usize,
+        response_timeout: Duration,
+    ) -> Result<Conn> {
+        let connection_timeout = Duration::from_secs(2);
+        match &self.kind {
+            Kind::Single(client) => {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(retries)
+                    .set_max_delay(Duration::from_secs(2))
+                    .set_connection_timeout(Some(connection_timeout))
+                    .set_response_timeout(Some(response_timeout));
+                let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
+                Ok(Conn(Inner::Single(manager)))
+            }
+            Kind::Sentinel { .. } => {
+                let failover = Arc::new(Failover {
+                    topology: self.clone(),
+                    config: AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(connection_timeout))
+                        .set_response_timeout(Some(response_timeout)),
+                    retries,
+                    current: Mutex::new(None),
+                    connecting: tokio::sync::Mutex::new(()),
+                    serial: AtomicU64::new(0),
+                });
+                // The first connection must work, so a caller learns at once
+                // that no primary can be found.
+                failover.get().await?;
+                Ok(Conn(Inner::Sentinel(failover)))
+            }
+        }
+    }
+}
+
+fn sentinel_client(endpoint: &SentinelEndpoint) -> Result<SentinelClient> {
+    let addrs = endpoint.sentinels.iter().map(|(host, port)| match endpoint.tls {
+        Some(mode) => ConnectionAddr::TcpTls {
+            host: host.clone(),
+            port: *port,
+            insecure: mode == redis::TlsMode::Insecure,
+            tls_params: None,
+        },
+        None => ConnectionAddr::Tcp(host.clone(), *port),
+    });
+    let mut builder = SentinelClientBuilder::new(addrs, &endpoint.master, SentinelServerType::Master)?
+        .set_client_to_redis_db(endpoint.db);
+    if let Some(mode) = endpoint.tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(mode)
+            .set_client_to_sentinel_tls_mode(mode);
+    }
+    if let Some(user) = &endpoint.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &endpoint.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(user) = &endpoint.sentinel_username {
+        builder = builder.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = &endpoint.sentinel_password {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    Ok(builder.build()?)
+}
+
+/// Listens on the sentinels' `+switch-master` channel (one sentinel at a
+/// time, the next when it fails) and marks the topology switched when our
+/// master moves. Ends when the topology is dropped.
+async fn watch_sentinels(topology: Weak<Topology>, endpoint: SentinelEndpoint) {
+    let mut backoff = Duration::from_millis(100);
+    let mut next = 0usize;
+    loop {
+        let (host, port) = endpoint.sentinels[next % endpoint.sentinels.len()].clone();
+        next += 1;
+        let addr = match endpoint.tls {
+            Some(mode) => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: mode == redis::TlsMode::Insecure,
+                tls_params: None,
+            },
+            None => ConnectionAddr::Tcp(host, port),
+        };
+        let mut settings = redis::RedisConnectionInfo::default();
+        if let Some(user) = &endpoint.sentinel_username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &endpoint.sentinel_password {
+            settings = settings.set_password(password);
+        }
+        let info = addr
+            .into_connection_info()
+            .map(|i| i.set_redis_settings(settings));
+        let subscribed = async {
+            let client = redis::Client::open(info?)?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            RedisResult::Ok(pubsub)
+        };
+        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(RESOLVE_TIMEOUT, subscribed).await {
+            backoff = Duration::from_millis(100);
+            let mut stream = pubsub.on_message();
+            while let Some(msg) = stream.next().await {
+                let Some(topology) = topology.upgrade() else {
+                    return;
+                };
+                // "<master> <old ip> <old port> <new ip> <new port>"
+                let payload: String = msg.get_payload().unwrap_or_default();
+                if payload.split(' ').next() == Some(endpoint.master.as_str()) {
+                    tracing::info!(announcement = %payload, "sentinels announced a new primary");
+                    topology.switched();
+                }
+            }
+        }
+        if topology.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn io_error(what: &'static str) -> RedisError {
+    RedisError::from((ErrorKind::Io, what))
+}
+
+/// A command connection to the primary, whatever the topology. Cheap to
+/// clone: clones share one multiplexed connection. Use it as any `redis`
+/// async connection (`query_async`, `invoke_async`, `AsyncCommands`).
+#[derive(Clone)]
+pub struct Conn(Inner);
+
+#[derive(Clone)]
+enum Inner {
+    Single(ConnectionManager),
+    Sentinel(Arc<Failover>),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Inner::Single(_) => f.write_str("Conn::Single"),
+            Inner::Sentinel(_) => f.write_str("Conn::Sentinel"),
+        }
+    }
+}
+
+/// A connection that follows the primary: connected lazily to whoever the
+/// sentinels name, dropped on a connection error, a `READONLY` reply or a
+/// switch announced by the sentinels.
+struct Failover {
+    topology: Arc<Topology>,
+    config: AsyncConnectionConfig,
+    retries: usize,
+    current: Mutex<Option<Current>>,
+    /// One connection attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
+    serial: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Current {
+    serial: u64,
+    /// The topology epoch it was made in.
+    epoch: u64,
+    conn: MultiplexedConnection,
+}
+
+/// How often a command refused with `READONLY` (it ran on a demoted
+/// primary, so nothing was applied) is sent again to the new primary.
+const READONLY_RETRIES: usize = 5;
+
+impl Failover {
+    fn cached(&self) -> Option<Current> {
+        let epoch = self.topology.epoch();
+        self.current
+            .lock()
+            .expect("poisoned")
+            .clone()
+            .filter(|c| c.epoch == epoch)
+    }
+
+    async fn get(&self) -> RedisResult<Current> {
+        if let Some(current) = self.cached() {
+            return Ok(current);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(current) = self.cached() {
+            return Ok(current);
+        }
+        let mut backoff = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            let epoch = self.topology.epoch();
+            let opened = async {
+                let client = self.topology.primary().await?;
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await
+            };
+            match opened.await {
+                Ok(conn) => {
+                    let current = Current {
+                        serial: self.serial.fetch_add(1, Ordering::Relaxed),
+                        epoch,
+                        conn,
+                    };
+                    *self.current.lock().expect("poisoned") = Some(current.clone());
+                    return Ok(current);
+                }
+                Err(e) if attempt >= self.retries => return Err(e),
+                Err(e) => tracing::debug!(error = %e, "no primary yet; asking the sentinels again"),
+            }
+            attempt += 1;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Drops connection `serial` if it is still the current one.
+    fn drop_conn(&self, serial: u64) {
+        let mut current = self.current.lock().expect("poisoned");
+        if current.as_ref().is_some_and(|c| c.serial == serial) {
+            *current = None;
+        }
+    }
+
+    /// Sends `request`, following the primary: a `READONLY` refusal is
+    /// sent again on a fresh connection, a broken connection is dropped
+    /// (the error is returned: the command may or may not have run).
+    async fn run(&self, request: Request<'_>) -> RedisResult<Vec<Value>> {
+        let mut refused = 0;
+        loop {
+            let mut current = self.get().await?;
+            let reply = match request {
+                Request::One(cmd) => current.conn.req_packed_command(cmd).await.map(|v| vec![v]),
+                Request::Pipeline(pipeline, offset, count) => {
+                    current.conn.req_packed_commands(pipeline, offset, count).await
+                }
+            };
+            match reply {
+                Err(e) if is_readonly(&e) && refused < READONLY_RETRIES => {
+                    tracing::info!(
+                        "the node we wrote to is a replica now; asking the sentinels for the primary"
+                    );
+                    refused += 1;
+                    self.drop_conn(current.serial);
+                    tokio::time::sleep(Duration::from_millis(100 * refused as u64)).await;
+                }
+                Err(e) => {
+                    if is_readonly(&e) || e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
+                        self.drop_conn(current.serial);
+                    }
+                    return Err(e);
+                }
+                ok => return ok,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    One(&'a Cmd),
+    Pipeline(&'a redis::Pipeline, usize, usize),
+}
+
+/// A write refused by a replica: the node was demoted (or is being).
+pub(crate) fn is_readonly(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        || e.code() == Some("READONLY")
+        || e.to_string().contains("READONLY")
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            Inner::Single(manager) => manager.req_packed_command(cmd),
+            Inner::Sentinel(failover) => {
+                let failover = failover.clone();
+                Box::pin(async move {
+                    let mut reply = failover.run(Request::One(cmd)).await?;
+                    Ok(reply.pop().unwrap_or(Value::Nil))
+                })
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            Inner::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
+            Inner::Sentinel(failover) => {
+                let failover = failover.clone();
+                Box::pin(async move { failover.run(Request::Pipeline(pipeline, offset, count)).await })
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Inner::Single(manager) => manager.get_db(),
+            Inner::Sentinel(failover) => failover.topology_db(),
+        }
+    }
+}
+
+impl Failover {
+    fn topology_db(&self) -> i64 {
+        match &self.topology.kind {
+            Kind::Sentinel { endpoint, .. } => endpoint.db,
+            Kind::Single(client) => client.get_connection_info().redis_settings().db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentinel(url: &str) -> SentinelEndpoint {
+        match Endpoint::parse(url).expect("parses") {
+            Endpoint::Sentinel(e) => e,
+            other => panic!("not a sentinel endpoint: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_name_every_sentinel_the_master_and_the_credentials() {
+        let e = sentinel(
+            "redis+sentinel://app:p%40ss@10.0.0.1:26380,10.0.0.2,[::1]:5000/main/2?sentinel_password=s&tls=insecure",
+        );
+        assert_eq!(
+            e.sentinels,
+            vec![
+                ("10.0.0.1".to_string(), 26380),
+                ("10.0.0.2".to_string(), SENTINEL_PORT),
+                ("::1".to_string(), 5000)
+            ]
+        );
+        assert_eq!(e.master, "main");
+        assert_eq!(e.db, 2);
+        assert_eq!(e.username.as_deref(), Some("app"));
+        assert_eq!(e.password.as_deref(), Some("p@ss"));
+        assert_eq!(e.sentinel_password.as_deref(), Some("s"));
+        assert_eq!(e.tls, Some(redis::TlsMode::Insecure));
+        let plain = sentinel("redis+sentinel://:secret@h:1/m");
+        assert_eq!(
+            (plain.username, plain.password),
+            (None, Some("secret".to_string()))
+        );
+        assert_eq!(
+            Endpoint::parse("redis://h:6379").unwrap(),
+            Endpoint::Single("redis://h:6379".into())
+        );
+    }
+
+    #[test]
+    fn a_sentinel_url_that_cannot_work_says_why() {
+        for (url, why) in [
+            ("redis+sentinel://h:1", "no master name"),
+            ("redis+sentinel://h:1/", "no master name"),
+            ("redis+sentinel:///m", "no sentinel host"),
+            ("redis+sentinel://h:port/m", "is not a port"),
+            ("redis+sentinel://h:1/m?tls=maybe", "tls=maybe"),
+            ("redis+sentinel://h:1/m?color=red", "unknown option"),
+        ] {
+            let e = Endpoint::parse(url).expect_err(url).to_string();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(
+                e.contains("redis+sentinel://[user:password@]host:port"),
+                "{url}: {e}"
+            );
+        }
+    }
+}

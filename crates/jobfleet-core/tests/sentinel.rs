@@ -1,0 +1,142 @@
+//! The client on a Sentinel-managed primary: it finds the primary through
+//! the sentinels, confirms writes on replicas when asked, and follows a
+//! failover by itself (commands, subscriptions). One group (a primary, two
+//! replicas, three sentinels) serves every test of this file, one test at a
+//! time.
+
+// The group's lock is held for a whole test on purpose: it serializes the
+// tests (each on a runtime of its own), not tasks within one.
+#![allow(clippy::await_holding_lock)]
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use jobfleet_core::{Client, ConnectOptions, Error, EventKind, JobSpec, JobState};
+use jobfleet_testkit::SentinelGroup;
+use serde_json::json;
+
+fn group() -> MutexGuard<'static, SentinelGroup> {
+    static GROUP: OnceLock<Mutex<SentinelGroup>> = OnceLock::new();
+    let group = GROUP
+        .get_or_init(|| Mutex::new(SentinelGroup::start(2, 3)))
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    group.wait_healthy(Duration::from_secs(60));
+    group
+}
+
+async fn connect(url: &str, prefix: &str, replicas: u32, replica_timeout: Duration) -> Client {
+    let options = ConnectOptions {
+        prefix: prefix.into(),
+        replicas,
+        replica_timeout,
+        ..ConnectOptions::default()
+    };
+    Client::connect_with(url, options)
+        .await
+        .expect("connect through the sentinels")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinels_name_the_primary_and_stats_show_its_replicas() {
+    let group = group();
+    let client = connect(&group.url(), "names", 0, Duration::ZERO).await;
+    let topology = client.topology().await.unwrap();
+    assert_eq!(topology.mode, "sentinel");
+    assert_eq!(topology.master_name.as_deref(), Some("jobfleet-test"));
+    assert_eq!(topology.sentinels, 3);
+    assert_eq!(topology.primary, format!("127.0.0.1:{}", group.primary_port()));
+    assert_eq!(topology.replicas.len(), 2, "{topology:?}");
+    assert!(
+        topology.replicas.iter().all(|r| r.state == "online"),
+        "{topology:?}"
+    );
+
+    let wrong = Client::connect(&group.url().replace("jobfleet-test", "no-such-master")).await;
+    assert!(wrong.is_err(), "a master no sentinel knows must fail to connect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_returns_only_once_the_replicas_asked_for_have_it() {
+    let group = group();
+    let durable = connect(&group.url(), "durable", 2, Duration::from_secs(2)).await;
+    let q = durable.queue("q").unwrap();
+    let ok = q.submit(JobSpec::new("echo", &json!({"n": 1}))).await.unwrap();
+    assert!(ok.created);
+    // Every replica has it at once: WAIT said so.
+    for port in group.node_ports() {
+        let key = format!("durable:{{q}}:job:{}", ok.id);
+        let reply = jobfleet_testkit::send(port, &format!("EXISTS {key}"));
+        assert!(reply.starts_with(":1"), "node {port} lacks the job: {reply}");
+    }
+
+    // More replicas than there are: written, but not confirmed, and said so.
+    let greedy = connect(&group.url(), "durable", 3, Duration::from_millis(300)).await;
+    let q = greedy.queue("q").unwrap();
+    let spec = JobSpec::new("echo", &json!({"n": 2})).id("keyed-2");
+    match q.submit(spec.clone()).await {
+        Err(Error::NotReplicated {
+            wanted: 3,
+            reached: 2,
+            ids,
+            ..
+        }) => assert_eq!(ids, ["keyed-2"]),
+        other => panic!("expected NotReplicated, got {other:?}"),
+    }
+    // Submitting again with the same id is safe: the one job stays.
+    let again = durable.queue("q").unwrap().submit(spec).await.unwrap();
+    assert!(!again.created, "the retry found the job already there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_failover_is_followed_by_commands_and_subscriptions() {
+    let group = group();
+    // Long enough for a replica to re-attach to the new primary.
+    let client = connect(&group.url(), "switch", 1, Duration::from_secs(10)).await;
+    let q = client.queue("q").unwrap();
+    let mut events = client.events(&["q".to_string()]).await.unwrap();
+    let old = group.primary_port();
+    group.failover();
+    let new = group.wait_new_primary(old, Duration::from_secs(30));
+    assert_ne!(old, new);
+
+    // Commands go to the new primary without the caller doing anything.
+    let job = q
+        .submit(JobSpec::new("echo", &json!({})))
+        .await
+        .expect("a submit after the failover");
+    assert_eq!(
+        client.topology().await.unwrap().primary,
+        format!("127.0.0.1:{new}")
+    );
+    let claimed = q.claim("w1", 1).await;
+    // A worker that never registered is refused; register it and claim.
+    if claimed.is_err() {
+        q.heartbeat("w1", true).await.unwrap();
+    }
+    let claimed = q.claim("w1", 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    q.ack("w1", &[(job.id.clone(), "1".into())]).await.unwrap();
+    assert_eq!(
+        q.status(&job.id).await.unwrap().unwrap().state,
+        JobState::Completed
+    );
+
+    // The subscription moved too: it says it resubscribed, then delivers
+    // events published on the new primary.
+    let second = q.submit(JobSpec::new("echo", &json!({}))).await.unwrap();
+    let claimed = q.claim("w1", 1).await.unwrap();
+    assert_eq!(claimed[0].id, second.id);
+    q.ack("w1", &[(second.id.clone(), "2".into())]).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.next_event().await {
+                Some(Some(e)) if e.id == second.id && e.state == EventKind::Completed => return,
+                Some(_) => continue,
+                None => panic!("the subscription ended"),
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "no completion event from the new primary");
+}
