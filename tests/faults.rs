@@ -119,9 +119,9 @@ fn redis_outage(outage: Duration) -> (Fleet, Vec<String>) {
     fleet.until(Duration::from_secs(30), "some jobs to complete", |f| {
         f.queue_stats("default")["completed"].as_u64() >= Some(100)
     });
-    fleet.redis().kill();
+    fleet.redis_mut().kill();
     std::thread::sleep(outage);
-    fleet.redis().restart();
+    fleet.redis_mut().restart();
     let output = waiter.wait_with_output().expect("waiting producer");
     assert_eq!(
         output.status.code(),

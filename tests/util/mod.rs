@@ -106,7 +106,12 @@ impl Fleet {
     }
 
     /// The fleet's own Redis.
-    pub fn redis(&mut self) -> &mut RedisServer {
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("this fleet has a Redis of its own")
+    }
+
+    /// The fleet's own Redis, to kill or restart.
+    pub fn redis_mut(&mut self) -> &mut RedisServer {
         self.redis.as_mut().expect("this fleet has a Redis of its own")
     }
 

@@ -11,6 +11,10 @@ pub struct Target {
     pub url: String,
     /// Key prefix.
     pub prefix: String,
+    /// Replicas that must confirm each submit (0: not asked).
+    pub replicas: u32,
+    /// How long to wait for them.
+    pub replica_timeout: std::time::Duration,
 }
 
 impl Target {
@@ -19,19 +23,47 @@ impl Target {
         let options = ConnectOptions {
             prefix: self.prefix.clone(),
             retries: 1,
+            replicas: self.replicas,
+            replica_timeout: self.replica_timeout,
             ..ConnectOptions::default()
         };
         Client::connect_with(&self.url, options).await.with_context(|| {
-            format!(
-                "cannot reach Redis at {}; is it running? Point --redis (or JOBFLEET_REDIS) at it",
-                redact(&self.url)
-            )
+            if self.url.starts_with("redis+sentinel://") {
+                format!(
+                    "cannot reach a primary through the sentinels at {}; are they running, and do they \
+                     watch that master name? Point --redis (or JOBFLEET_REDIS) at them",
+                    redact(&self.url)
+                )
+            } else {
+                format!(
+                    "cannot reach Redis at {}; is it running? Point --redis (or JOBFLEET_REDIS) at it",
+                    redact(&self.url)
+                )
+            }
         })
     }
 }
 
-/// The URL with any password replaced by `***`.
+/// The URL with any password replaced by `***` (also a Sentinel URL's
+/// `sentinel_password=` option).
 pub fn redact(url: &str) -> String {
+    let redacted = redact_userinfo(url);
+    match redacted.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.contains("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => redacted,
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
@@ -62,5 +94,13 @@ mod tests {
         assert_eq!(redact("redis://:s3cret@host:6379/0"), "redis://:***@host:6379/0");
         assert_eq!(redact("rediss://app:s3cret@host"), "rediss://app:***@host");
         assert_eq!(redact("redis://token@host"), "redis://***@host");
+        assert_eq!(
+            redact("redis+sentinel://:pw@h1:26379,h2:26379/main"),
+            "redis+sentinel://:***@h1:26379,h2:26379/main"
+        );
+        assert_eq!(
+            redact("redis+sentinel://h:1/m?sentinel_password=pw&tls=true"),
+            "redis+sentinel://h:1/m?sentinel_password=***&tls=true"
+        );
     }
 }

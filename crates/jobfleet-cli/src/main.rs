@@ -34,7 +34,9 @@ mod output;
                   command line was wrong; 3 any other error (bad input, unknown job, Redis unreachable)."
 )]
 struct Cli {
-    /// Redis URL (redis://, rediss://, redis://user:password@host:port/db).
+    /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for TLS, or
+    /// redis+sentinel://[user:password@]host:port[,host:port...]/MASTER_NAME for a
+    /// primary that Sentinel names (followed through failovers).
     #[arg(
         long,
         global = true,
@@ -42,6 +44,20 @@ struct Cli {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis: String,
+    /// Durable submits: return a job id only once this many replicas have the
+    /// job (Redis WAIT); if they do not within --replica-timeout, say so and
+    /// exit 3 (submitting again with the same --key is safe). 0: don't ask.
+    #[arg(long, global = true, env = "JOBFLEET_REPLICAS", default_value_t = 0)]
+    replicas: u32,
+    /// How long a durable submit waits for its replicas.
+    #[arg(
+        long,
+        global = true,
+        env = "JOBFLEET_REPLICA_TIMEOUT",
+        default_value = "2s",
+        value_parser = humantime::parse_duration
+    )]
+    replica_timeout: Duration,
     /// Key prefix, to keep several fleets apart on one Redis.
     #[arg(long, global = true, env = "JOBFLEET_PREFIX", default_value = "jobfleet")]
     prefix: String,
@@ -103,6 +119,17 @@ fn main() -> ExitCode {
         Err(e) if stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(jobfleet_core::Error::NotReplicated { ids, .. }) = e.downcast_ref() {
+                eprintln!(
+                    "{} jobs are on the primary but unconfirmed (not printed as submitted): {}{}",
+                    ids.len(),
+                    ids.iter().take(10).cloned().collect::<Vec<_>>().join(" "),
+                    if ids.len() > 10 { " ..." } else { "" }
+                );
+                eprintln!(
+                    "with --key, run the same command again: keyed jobs are created once; without one, a resubmit may run them twice"
+                );
+            }
             ExitCode::from(3)
         }
     }
@@ -122,6 +149,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let target = connect::Target {
         url: cli.redis,
         prefix: cli.prefix,
+        replicas: cli.replicas,
+        replica_timeout: cli.replica_timeout,
     };
     match cli.command {
         Command::Submit(args) => cmd::submit::run(&target, args).await,

@@ -149,6 +149,8 @@ pub struct FleetStats {
     pub queues: Vec<QueueStats>,
     /// Live workers.
     pub workers: Vec<WorkerInfo>,
+    /// The Redis servers: which node is primary, the replicas' lag.
+    pub redis: TopologyInfo,
 }
 
 /// The Redis servers behind a client, as `stats` and the dashboard show them.
@@ -934,6 +936,7 @@ impl Client {
             stats.queues.push(self.queue(&name)?.stats().await?);
         }
         stats.workers = self.workers().await?;
+        stats.redis = self.topology().await?;
         Ok(stats)
     }
 

@@ -184,6 +184,13 @@
     $('sum-pending').textContent = num(sum('pending'));
     $('sum-active').textContent = num(sum('active'));
     $('sum-workers').textContent = num((stats.workers || []).length);
+    const redis = stats.redis || { replicas: [] };
+    const lag = redis.replicas.reduce((n, r) => Math.max(n, r.lag_bytes || 0), 0);
+    $('sum-redis').textContent = 'primary ' + (redis.primary || '?') +
+      (redis.master_name ? ' (sentinel ' + redis.master_name + ')' : '') +
+      ' · ' + redis.replicas.length + ' replicas' +
+      (redis.replicas.length ? ', max lag ' + num(lag) + ' B' : '');
+    $('sum-redis').title = redis.replicas.map((r) => r.addr + ' ' + r.state + ', ' + r.lag_bytes + ' B, ' + r.lag_secs + ' s').join('\n');
     $('rate-completed').textContent = rate(last ? last.completed : 0);
     $('rate-failed').textContent = rate(last ? last.failed : 0);
   }

@@ -6,7 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jobfleet_core::{Client, Event, EventKind, FleetStats, QueueStats, Subscription, WorkerInfo};
+use jobfleet_core::{
+    Client, Event, EventKind, FleetStats, QueueStats, Subscription, TopologyInfo, WorkerInfo,
+};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -83,6 +85,8 @@ struct StatsMessage<'a> {
     now_ms: u64,
     queues: &'a [QueueStats],
     workers: &'a [WorkerInfo],
+    /// Which node is primary, and the replicas' lag.
+    redis: &'a TopologyInfo,
     latency: Vec<Latency>,
     point: Option<Point>,
     /// Set when Redis could not be read this second (the rest is stale).
@@ -167,6 +171,7 @@ impl Hub {
             now_ms,
             queues: &stats.queues,
             workers: &stats.workers,
+            redis: &stats.redis,
             latency,
             point,
             error,

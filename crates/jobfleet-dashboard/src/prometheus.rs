@@ -101,6 +101,7 @@ mod tests {
                 ..QueueStats::default()
             }],
             workers: vec![Default::default(), Default::default()],
+            redis: Default::default(),
         };
         let text = Exporter::new().render(&stats);
         for line in [

@@ -34,7 +34,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Don
         // lost): its retry is then refused by the fence, which is no news.
         let mut retrying = false;
         while !batch.is_empty() {
-            match write(&shared, &mut batch, retrying).await {
+            let written = write(&shared, &mut batch, retrying).await;
+            crate::metrics::unconfirmed_writes(shared.client.unconfirmed_writes());
+            match written {
                 Ok(()) => outage.ok(),
                 Err(e) => {
                     retrying = true;

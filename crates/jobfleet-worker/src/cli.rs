@@ -15,9 +15,19 @@ use jobfleet_core::Policy;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Redis URL (redis://, rediss://, redis://user:password@host:port/db).
+    /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for TLS, or
+    /// redis+sentinel://[user:password@]host:port[,host:port...]/MASTER_NAME for a
+    /// primary that Sentinel names (followed through failovers).
     #[arg(long, env = "JOBFLEET_REDIS", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// Replicas that must confirm each ack and fail (Redis WAIT); one they do
+    /// not confirm in time is logged and counted, not undone (a failover would
+    /// only run that job again). 0: don't ask.
+    #[arg(long, env = "JOBFLEET_REPLICAS", default_value_t = 0)]
+    replicas: u32,
+    /// How long to wait for those replicas.
+    #[arg(long, env = "JOBFLEET_REPLICA_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    replica_timeout: Duration,
     /// Key prefix, to keep several fleets apart on one Redis.
     #[arg(long, env = "JOBFLEET_PREFIX", default_value = "jobfleet")]
     prefix: String,
@@ -146,6 +156,8 @@ async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
             max_result_bytes: args.max_result_bytes,
             ..Policy::default()
         },
+        replicas: args.replicas,
+        replica_timeout: args.replica_timeout,
         ..defaults
     };
     crate::run(config, registry, shutdown_signal())

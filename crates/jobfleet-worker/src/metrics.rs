@@ -4,7 +4,8 @@
 //! Series: `jobfleet_jobs_total{queue,task,outcome}` (completed, retried,
 //! dead, cancelled, refused), `jobfleet_job_duration_seconds{queue,task}`,
 //! `jobfleet_jobs_in_flight`, `jobfleet_claim_batch_size`,
-//! `jobfleet_redis_call_seconds{op}`, `jobfleet_redis_outages_total{loop}`.
+//! `jobfleet_redis_call_seconds{op}`, `jobfleet_redis_outages_total{loop}`,
+//! `jobfleet_unconfirmed_writes_total` (outcomes `--replicas` did not confirm).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,4 +51,8 @@ pub(crate) fn redis_call(op: &'static str, took: Duration) {
 
 pub(crate) fn outage(what: &'static str) {
     metrics::counter!("jobfleet_redis_outages_total", "loop" => what).increment(1);
+}
+
+pub(crate) fn unconfirmed_writes(total: u64) {
+    metrics::counter!("jobfleet_unconfirmed_writes_total").absolute(total);
 }

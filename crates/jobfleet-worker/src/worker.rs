@@ -20,7 +20,8 @@ use crate::{acker, claim, heartbeat, listener, promote, recover};
 /// (`jobfleet-worker --help`); [`Config::new`] gives the same ones.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Redis URL (`redis://`, `rediss://`, `user:password@` all work).
+    /// Redis URL (`redis://`, `rediss://`, `user:password@` all work), or
+    /// `redis+sentinel://host:port[,host:port...]/MASTER_NAME`.
     pub redis_url: String,
     /// Key prefix.
     pub prefix: String,
@@ -48,6 +49,13 @@ pub struct Config {
     pub thumbnail_limits: jobfleet_thumbnail::Limits,
     /// Retention, retry and size policy.
     pub policy: Policy,
+    /// Replicas that must confirm each outcome (ack, fail) and each job a
+    /// task submits; 0 does not ask. An outcome they do not confirm in time
+    /// is logged and counted, not undone: a failover would only run the job
+    /// again.
+    pub replicas: u32,
+    /// How long to wait for them.
+    pub replica_timeout: Duration,
 }
 
 impl Config {
@@ -67,6 +75,8 @@ impl Config {
             allow_dirs: Vec::new(),
             thumbnail_limits: jobfleet_thumbnail::Limits::default(),
             policy: Policy::default(),
+            replicas: 0,
+            replica_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -223,6 +233,8 @@ pub async fn run(
     let options = ConnectOptions {
         prefix: config.prefix.clone(),
         policy: config.policy.clone(),
+        replicas: config.replicas,
+        replica_timeout: config.replica_timeout,
         ..ConnectOptions::default()
     };
     let client = Client::connect_with(&config.redis_url, options).await?;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jobfleet_core::{Client, FleetStats, WorkerInfo};
+use jobfleet_core::{Client, FleetStats, TopologyInfo, WorkerInfo};
 
 use crate::Outcome;
 use crate::connect::Target;
@@ -13,7 +13,7 @@ pub struct StatsArgs {
     /// Only this queue (repeatable) [default: every known queue].
     #[arg(long = "queue", short = 'q')]
     queues: Vec<String>,
-    /// JSON: {"queues": [...], "workers": [...]}.
+    /// JSON: {"queues": [...], "workers": [...], "redis": {primary, replicas}}.
     #[arg(long)]
     json: bool,
     /// Refresh every second until Ctrl-C.
@@ -109,6 +109,29 @@ async fn render(client: &Client, stats: &FleetStats) -> String {
     };
     out.push('\n');
     out.push_str(&render_workers(&stats.workers, redis_now(client).await));
+    out.push('\n');
+    out.push_str(&render_redis(&stats.redis));
+    out
+}
+
+/// One line for the primary, one per replica with its lag.
+fn render_redis(redis: &TopologyInfo) -> String {
+    let mut out = match &redis.master_name {
+        Some(master) => format!(
+            "redis: primary {} (Sentinel master {master}, {} sentinels in the URL)\n",
+            redis.primary, redis.sentinels
+        ),
+        None => format!("redis: primary {}\n", redis.primary),
+    };
+    if redis.replicas.is_empty() {
+        out.push_str("  no replicas: a failure of this node loses what it had not saved\n");
+    }
+    for r in &redis.replicas {
+        out.push_str(&format!(
+            "  replica {} {}, {} bytes behind, last ack {}s ago\n",
+            r.addr, r.state, r.lag_bytes, r.lag_secs
+        ));
+    }
     out
 }
 
