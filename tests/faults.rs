@@ -6,7 +6,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use jobfleet_testkit::{RedisOptions, RedisServer};
+use jobfleet_testkit::{Proxy, RedisOptions, RedisServer};
 use util::{Fleet, Verdict, bin};
 
 fn record_jobs(n: usize, ms: impl Fn(usize) -> usize) -> String {
@@ -99,6 +99,128 @@ fn a_stopped_worker_is_recovered_and_its_late_acks_are_refused() {
         4,
         "late acks were not applied"
     );
+}
+
+#[test]
+fn a_worker_partitioned_longer_than_dead_after_has_its_jobs_run_elsewhere_and_its_late_acks_refused() {
+    let mut fleet = Fleet::new();
+    let worker = bin("jobfleet-chaos-worker");
+    // The cut-off worker reaches Redis only through a proxy the test owns.
+    let proxy = Proxy::start(fleet.redis().port());
+    let proxy_url = proxy.url();
+    let cut = fleet.start(&worker, &["--concurrency", "4", "--redis", &proxy_url]);
+    let ids = fleet.submit_lines("record", &record_jobs(4, |_| 1500), &[]);
+    fleet.until(
+        Duration::from_secs(10),
+        "the worker behind the proxy to hold jobs",
+        |f| f.queue_stats("default")["active"].as_u64() == Some(4),
+    );
+    proxy.partition();
+    fleet.start(&worker, &["--concurrency", "4"]);
+    fleet.until(
+        Duration::from_secs(20),
+        "the cut-off worker's jobs to be recovered (dead-after is 1s)",
+        |f| f.queue_stats("default")["recovered"].as_u64() == Some(4),
+    );
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(30));
+    assert_eq!(
+        verdict.completed, 4,
+        "the jobs ran elsewhere while it was cut off"
+    );
+    // Its jobs finish meanwhile; their acks wait in the network until the heal.
+    std::thread::sleep(Duration::from_millis(1600));
+    proxy.heal();
+    fleet.until(
+        Duration::from_secs(20),
+        "the late acks to be refused and logged",
+        |f| f.workers[cut].log().matches("outcome refused").count() == 4,
+    );
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(30));
+    verdict.assert_sound();
+    // Both ran each job to its end (the fence cannot stop a task already
+    // running, only its outcome): 4 duplicates, none of them applied.
+    assert_eq!(verdict.duplicates, 4, "{verdict:?}");
+    let q = fleet.queue_stats("default");
+    assert_eq!(
+        (q["completed"].as_u64(), q["active"].as_u64()),
+        (Some(4), Some(0)),
+        "{q}"
+    );
+    // The healed worker carries on under a fresh id.
+    let more = fleet.submit_lines("record", &record_jobs(8, |_| 5), &[]);
+    assert_eq!(
+        Verdict::check(&fleet, &more, Duration::from_secs(30)).completed,
+        8
+    );
+    let log = fleet.workers[cut].log();
+    assert!(log.contains("declared dead"), "{log}");
+}
+
+#[test]
+fn a_producer_partitioned_mid_batch_fails_clearly_and_a_resubmit_with_its_key_runs_each_job_once() {
+    let mut fleet = Fleet::new();
+    fleet.start_chaos_worker(&["--concurrency", "8"]);
+    let proxy = Proxy::start(fleet.redis().port());
+    let lines = record_jobs(20_000, |_| 0);
+    // Submitting through the proxy; cut once the first ids are printed.
+    let mut producer = std::process::Command::new(bin("jobfleet"))
+        .args([
+            "--redis",
+            &proxy.url(),
+            "submit",
+            "record",
+            "--stdin",
+            "--key",
+            "batch",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn jobfleet");
+    let mut stdin = producer.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(lines.as_bytes());
+    });
+    let mut stdout = std::io::BufReader::new(producer.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("the first id");
+    proxy.partition();
+    let started = Instant::now();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("the rest of stdout");
+    let status = producer.wait().expect("the producer exits");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut producer.stderr.take().unwrap(), &mut stderr).unwrap();
+    let _ = writer.join();
+    assert_eq!(status.code(), Some(3), "a cut-off producer fails: {stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it gave up within its timeout"
+    );
+    let acknowledged: Vec<String> = util::ids(&format!("{first}{rest}"));
+    assert!(
+        !acknowledged.is_empty() && acknowledged.len() < 20_000,
+        "{}",
+        acknowledged.len()
+    );
+    proxy.heal();
+
+    // Resubmitting the whole batch with the same key is safe.
+    let again = fleet.submit_lines("record", &record_jobs(20_000, |_| 0), &["--key", "batch"]);
+    assert_eq!(again.len(), 20_000);
+    let verdict = Verdict::check(&fleet, &again, Duration::from_secs(120));
+    verdict.assert_sound();
+    assert_eq!(verdict.completed, 20_000);
+    assert_eq!(verdict.duplicates, 0, "each job ran once: {verdict:?}");
+    for id in &acknowledged {
+        assert!(
+            again.contains(id),
+            "an acknowledged id is part of the batch: {id}"
+        );
+    }
 }
 
 /// Runs 1,500 jobs through a Redis that goes away for `outage` mid-run

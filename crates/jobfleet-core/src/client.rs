@@ -356,6 +356,10 @@ pub struct ConnectOptions {
     pub replicas: u32,
     /// How long to wait for those replicas.
     pub replica_timeout: Duration,
+    /// With Sentinel: how long a command waits for a new primary when the
+    /// current one is gone (sentinels need `down-after-milliseconds` plus an
+    /// election), before it fails.
+    pub failover_wait: Duration,
 }
 
 /// Durable writes: how many replicas confirm a write, within how long.
@@ -390,6 +394,7 @@ impl Default for ConnectOptions {
             response_timeout: Duration::from_secs(10),
             replicas: 0,
             replica_timeout: Duration::from_secs(2),
+            failover_wait: Duration::from_secs(15),
         }
     }
 }
@@ -413,10 +418,11 @@ impl Client {
         let response_timeout = options
             .response_timeout
             .max(options.replica_timeout + Duration::from_secs(1));
-        let conn = topology.connect(options.retries, response_timeout).await?;
+        let connect = || topology.connect(options.retries, response_timeout, options.failover_wait);
+        let conn = connect().await?;
         let durable = match options.replicas {
             0 => None,
-            _ => Some(topology.connect(options.retries, response_timeout).await?),
+            _ => Some(connect().await?),
         };
         Ok(Client {
             topology,

@@ -293,11 +293,13 @@ impl Topology {
     }
 
     /// A command connection. `retries`: connection attempts per command
-    /// before it fails (with back-off).
+    /// before it fails (with back-off); with Sentinel, attempts go on for
+    /// `failover_wait` at least, the time a failover takes.
     pub(crate) async fn connect(
         self: &Arc<Self>,
         retries: usize,
         response_timeout: Duration,
+        failover_wait: Duration,
     ) -> Result<Conn> {
         let connection_timeout = Duration::from_secs(2);
         match &self.kind {
@@ -317,6 +319,7 @@ impl Topology {
                         .set_connection_timeout(Some(connection_timeout))
                         .set_response_timeout(Some(response_timeout)),
                     retries,
+                    failover_wait,
                     current: Mutex::new(None),
                     connecting: tokio::sync::Mutex::new(()),
                     serial: AtomicU64::new(0),
@@ -451,6 +454,7 @@ struct Failover {
     topology: Arc<Topology>,
     config: AsyncConnectionConfig,
     retries: usize,
+    failover_wait: Duration,
     current: Mutex<Option<Current>>,
     /// One connection attempt at a time.
     connecting: tokio::sync::Mutex<()>,
@@ -489,6 +493,7 @@ impl Failover {
         }
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0;
+        let started = tokio::time::Instant::now();
         loop {
             let epoch = self.topology.epoch();
             let opened = async {
@@ -507,7 +512,11 @@ impl Failover {
                     *self.current.lock().expect("poisoned") = Some(current.clone());
                     return Ok(current);
                 }
-                Err(e) if attempt >= self.retries => return Err(e),
+                // A primary that is gone is replaced within seconds: wait
+                // for that as long as `failover_wait` allows.
+                Err(e) if attempt >= self.retries && started.elapsed() >= self.failover_wait => {
+                    return Err(e);
+                }
                 Err(e) => tracing::debug!(error = %e, "no primary yet; asking the sentinels again"),
             }
             attempt += 1;

@@ -16,7 +16,7 @@ mod proxy;
 mod sentinel;
 
 pub use proxy::Proxy;
-pub use sentinel::SentinelGroup;
+pub use sentinel::{SentinelGroup, role};
 
 /// How a test wants its server configured.
 #[derive(Debug, Clone, Default)]
@@ -94,6 +94,13 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Whether the server runs (it was not killed, or was restarted since).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Starts the server again on the same port and directory (after

@@ -148,6 +148,17 @@ impl SentinelGroup {
         self.node(port).restart();
     }
 
+    /// Restarts every node that is not running (a test that killed one and
+    /// failed before restarting it), then waits until the group is whole.
+    pub fn revive(&mut self, limit: Duration) {
+        for node in &mut self.nodes {
+            if !node.is_running() {
+                node.restart();
+            }
+        }
+        self.wait_healthy(limit);
+    }
+
     /// Waits until the group is whole again: every node up and replicating
     /// from the primary every sentinel names, each sentinel seeing every
     /// replica and the other sentinels.

@@ -1,0 +1,333 @@
+//! Failover: the real binaries on a Sentinel-managed primary with two
+//! replicas and three sentinels (one group for this whole file, one test at
+//! a time). A steady load of submits and jobs runs while the primary is
+//! killed with SIGKILL or handed over with `SENTINEL FAILOVER`; a ledger of
+//! every submit that returned an id checks what the fleet promised.
+
+mod util;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use jobfleet_testkit::SentinelGroup;
+use util::{Fleet, Verdict, bin};
+
+fn group() -> MutexGuard<'static, SentinelGroup> {
+    static GROUP: OnceLock<Mutex<SentinelGroup>> = OnceLock::new();
+    let mut group = GROUP
+        .get_or_init(|| Mutex::new(SentinelGroup::start(2, 3)))
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    group.revive(Duration::from_secs(60));
+    group
+}
+
+/// What a load of producers did: every id they were told was submitted,
+/// every id they tried, and when each acknowledgement came.
+#[derive(Debug, Default)]
+struct Ledger {
+    acknowledged: Vec<String>,
+    attempted: Vec<String>,
+    acked_at: Vec<Instant>,
+    refused_runs: usize,
+    /// What the first refused run said.
+    first_refusal: Option<String>,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    ledger: Arc<Mutex<Ledger>>,
+    thread: JoinHandle<()>,
+}
+
+/// Starts a producer submitting batches of 20 `record` jobs to `queue`, one
+/// `jobfleet submit` per batch, each batch under its own idempotency key
+/// (so the id of every job tried is known) until stopped.
+fn start_load(url: &str, queue: &str, replicas: u32) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let (url, queue) = (url.to_string(), queue.to_string());
+    let (s, l) = (stop.clone(), ledger.clone());
+    let thread = std::thread::spawn(move || {
+        let mut batch = 0;
+        while !s.load(Ordering::SeqCst) {
+            batch += 1;
+            let key = format!("{queue}-{batch}");
+            let input: String = (1..=20).map(|i| format!("{{\"n\": {i}, \"ms\": 5}}\n")).collect();
+            let output = run_with_stdin(
+                Command::new(bin("jobfleet"))
+                    .args(["submit", "record", "--stdin", "-q", &queue, "--key", &key])
+                    .args(["--replicas", &replicas.to_string(), "--replica-timeout", "3s"])
+                    .env("JOBFLEET_REDIS", &url),
+                &input,
+            );
+            let printed = util::ids(&String::from_utf8_lossy(&output.stdout));
+            let mut ledger = l.lock().unwrap();
+            ledger.attempted.extend((1..=20).map(|i| format!("{key}-{i}")));
+            if !printed.is_empty() {
+                ledger.acked_at.push(Instant::now());
+            }
+            ledger.acknowledged.extend(printed);
+            if !output.status.success() {
+                ledger.refused_runs += 1;
+                if ledger.first_refusal.is_none() {
+                    ledger.first_refusal = Some(String::from_utf8_lossy(&output.stderr).into_owned());
+                }
+            }
+        }
+    });
+    Load { stop, ledger, thread }
+}
+
+impl Load {
+    fn acked_since(&self, t: Instant) -> usize {
+        self.ledger
+            .lock()
+            .unwrap()
+            .acked_at
+            .iter()
+            .filter(|a| **a > t)
+            .count()
+    }
+
+    fn finish(self) -> Ledger {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the producer thread");
+        Arc::try_unwrap(self.ledger)
+            .expect("one owner")
+            .into_inner()
+            .unwrap()
+    }
+}
+
+fn run_with_stdin(command: &mut Command, input: &str) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jobfleet");
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    child.wait_with_output().expect("jobfleet")
+}
+
+/// How a failover is brought about.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    Kill,
+    Graceful,
+}
+
+/// What one failover under load showed.
+struct Outcome {
+    fleet: Fleet,
+    ledger: Ledger,
+    verdict: Verdict,
+    old_primary: u16,
+    /// The longest time without an acknowledged submit, from the fault on.
+    stall: Duration,
+}
+
+/// Runs two workers and a producer on `queue`, brings about `fault` once
+/// some jobs completed, keeps the load on until submits are acknowledged
+/// again, then checks the ledger.
+fn failover_under_load(group: &mut SentinelGroup, fault: Fault, queue: &str, replicas: u32) -> Outcome {
+    let mut fleet = Fleet::with_url(group.url());
+    let worker = bin("jobfleet-chaos-worker");
+    let replicas_flag = replicas.to_string();
+    // Dead-after longer than a failover stalls the fleet: workers are not
+    // declared dead just because Redis was away.
+    let flags = [
+        "--concurrency",
+        "8",
+        "-q",
+        queue,
+        "--replicas",
+        &replicas_flag,
+        "--dead-after",
+        "8s",
+    ];
+    fleet.start(&worker, &flags);
+    fleet.start(&worker, &flags);
+    // A producer that waits for its jobs through the whole failover.
+    let lines: String = (1..=50)
+        .map(|i| format!("{{\"n\": {i}, \"ms\": 20}}\n"))
+        .collect();
+    let waiter = fleet.spawn_jobfleet(
+        &[
+            "submit",
+            "record",
+            "--stdin",
+            "-q",
+            queue,
+            "--key",
+            &format!("{queue}-waited"),
+            "--wait",
+        ],
+        &lines,
+    );
+    let load = start_load(&group.url(), queue, replicas);
+    fleet.until(
+        Duration::from_secs(30),
+        "jobs to complete before the fault",
+        |f| f.queue_stats(queue)["completed"].as_u64() >= Some(200),
+    );
+    let old_primary = group.primary_port();
+    let fault_at = Instant::now();
+    match fault {
+        Fault::Kill => {
+            group.kill_primary();
+        }
+        Fault::Graceful => group.failover(),
+    }
+    let new = group.wait_new_primary(old_primary, Duration::from_secs(30));
+    assert_ne!(new, old_primary);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.acked_since(fault_at) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "submits were not acknowledged again after the failover"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ledger = load.finish();
+    // The longest silence between two acknowledged submits from the fault on.
+    let stall = ledger
+        .acked_at
+        .windows(2)
+        .filter(|w| w[1] > fault_at)
+        .map(|w| w[1] - w[0].max(fault_at))
+        .max()
+        .unwrap_or_default();
+    let output = waiter.wait_with_output().expect("the waiting producer");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the waiting producer saw its jobs through the failover: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut maybe = ledger.attempted.clone();
+    maybe.extend((1..=50).map(|i| format!("{queue}-waited-{i}")));
+    let verdict = Verdict::check_allowing(&fleet, &ledger.acknowledged, &maybe, Duration::from_secs(60));
+    eprintln!(
+        "{fault:?} with --replicas {replicas}: {} submits acknowledged, {} producer runs refused, \
+         submits stalled {stall:?}, {} acknowledged jobs lost; first refusal: {}",
+        ledger.acknowledged.len(),
+        ledger.refused_runs,
+        verdict.lost.len(),
+        ledger.first_refusal.as_deref().unwrap_or("none").trim()
+    );
+    Outcome {
+        fleet,
+        ledger,
+        verdict,
+        old_primary,
+        stall,
+    }
+}
+
+/// The clients a node serves that are jobfleet's (scripts, subscriptions),
+/// not the sentinels' or replication's.
+fn jobfleet_clients(port: u16) -> Vec<String> {
+    jobfleet_testkit::send(port, "CLIENT LIST")
+        .lines()
+        .filter(|l| !l.contains("name=sentinel-") && !l.contains("flags=S") && !l.contains("flags=M"))
+        .filter(|l| {
+            [
+                "cmd=evalsha",
+                "cmd=eval",
+                "cmd=psubscribe",
+                "cmd=subscribe",
+                "cmd=wait",
+            ]
+            .iter()
+            .any(|c| l.contains(&format!("{c} ")))
+        })
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn sigkill_of_the_primary_under_load_loses_no_submit_confirmed_by_a_replica() {
+    let mut group = group();
+    let outcome = failover_under_load(&mut group, Fault::Kill, "kill", 1);
+    outcome.verdict.assert_sound();
+    assert_eq!(outcome.verdict.completed, outcome.ledger.acknowledged.len());
+    assert!(outcome.stall > Duration::ZERO);
+    let q = outcome.fleet.queue_stats("kill");
+    assert_eq!(q["active"], 0, "no job is left active: {q}");
+
+    // The old primary comes back (empty, as after a reboot): the sentinels
+    // make it a replica, and no worker or producer writes to it.
+    let old = outcome.old_primary;
+    group.restart_node(old);
+    group.wait_healthy(Duration::from_secs(60));
+    assert_eq!(jobfleet_testkit::role(old), "slave");
+    let ids = outcome
+        .fleet
+        .submit_lines("record", "{\"n\": 1}\n{\"n\": 2}\n", &["-q", "kill"]);
+    let after = Verdict::check(&outcome.fleet, &ids, Duration::from_secs(30));
+    assert_eq!(after.completed, 2, "{after:?}");
+    assert_eq!(
+        jobfleet_clients(old),
+        Vec::<String>::new(),
+        "clients still on the old primary"
+    );
+}
+
+#[test]
+fn without_replicas_a_sigkill_of_the_primary_is_survived_and_its_losses_counted() {
+    let mut group = group();
+    let outcome = failover_under_load(&mut group, Fault::Kill, "kill-async", 0);
+    // Asynchronous replication may drop the last acknowledged submits: the
+    // figure is reported above, not asserted. What must hold: whatever
+    // survived completed, nothing ran that was never tried, and the fleet
+    // carried on.
+    let v = &outcome.verdict;
+    assert!(v.unexpected.is_empty(), "{v:?}");
+    assert_eq!(
+        v.completed + v.lost.len(),
+        outcome.ledger.acknowledged.len(),
+        "{v:?}"
+    );
+    assert!(v.completed > 0);
+    let old = outcome.old_primary;
+    group.restart_node(old);
+    group.wait_healthy(Duration::from_secs(60));
+}
+
+#[test]
+fn a_graceful_failover_under_load_loses_nothing_and_waiting_producers_return() {
+    let mut group = group();
+    let outcome = failover_under_load(&mut group, Fault::Graceful, "graceful", 1);
+    outcome.verdict.assert_sound();
+    assert_eq!(outcome.verdict.completed, outcome.ledger.acknowledged.len());
+    let q = outcome.fleet.queue_stats("graceful");
+    assert_eq!(
+        (q["active"].as_u64(), q["pending"].as_u64()),
+        (Some(0), Some(0)),
+        "{q}"
+    );
+    // The old primary is a replica now; nobody writes to it.
+    group.wait_healthy(Duration::from_secs(60));
+    assert_eq!(jobfleet_testkit::role(outcome.old_primary), "slave");
+    assert_eq!(jobfleet_clients(outcome.old_primary), Vec::<String>::new());
+    // stats names the new primary.
+    let stats = outcome.fleet.stats();
+    assert_eq!(
+        stats["redis"]["primary"],
+        format!("127.0.0.1:{}", group.primary_port()),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["redis"]["replicas"].as_array().map(Vec::len),
+        Some(2),
+        "{stats}"
+    );
+}
