@@ -261,24 +261,6 @@ fn wait_times_out_with_exit_two_and_dead_jobs_can_be_retried() {
     assert_eq!(fleet.queue_stats("default")["dead"], 0);
 }
 
-/// GET a path over plain HTTP/1.1; returns the body.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn the_worker_serves_prometheus_metrics_of_what_it_ran() {
     let mut fleet = Fleet::new();
@@ -299,7 +281,7 @@ fn the_worker_serves_prometheus_metrics_of_what_it_ran() {
     let failing = fleet.jobfleet(&["submit", "fail", r#"{"permanent": true}"#, "--wait"]);
     assert_eq!(failing.code, 1);
 
-    let body = http_get(port, "/metrics");
+    let body = util::http_get(port, "/metrics");
     let mut samples = std::collections::HashMap::new();
     for line in body
         .lines()
@@ -531,4 +513,72 @@ fn protocol_scripts_writes_every_script_as_sent_to_redis() {
         assert!(written.contains("now_ms"), "{file_name} starts with common.lua");
     }
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), sources.len());
+}
+
+#[test]
+fn a_submit_no_replica_confirms_prints_no_id_exits_three_and_the_worker_counts_its_unconfirmed_acks() {
+    // A lone Redis has no replica: --replicas 1 can never be confirmed.
+    let mut fleet = Fleet::new();
+    let run = fleet.jobfleet(&[
+        "--replicas",
+        "1",
+        "--replica-timeout",
+        "200ms",
+        "submit",
+        "echo",
+        "{\"n\": 1}",
+        "--key",
+        "unconfirmed-1",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(run.stdout, "", "no id is printed as submitted");
+    assert!(
+        run.stderr.contains("only 0 of 1 replicas confirmed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("unconfirmed-1"),
+        "the unconfirmed id is named: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("--key"),
+        "it says what is safe to do: {}",
+        run.stderr
+    );
+    // The job is on the primary all the same; a worker that asks for a
+    // replica too completes it, and logs the ack it could not confirm.
+    let w = fleet.start_worker(&["--replicas", "1", "--replica-timeout", "100ms"]);
+    let run = fleet.jobfleet(&["wait", "unconfirmed-1", "--timeout", "20s"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    fleet.until(Duration::from_secs(10), "the unconfirmed ack to be logged", |f| {
+        f.workers[w].log().contains("not confirmed by the replicas")
+    });
+    // Without --replicas the same submit is plain: 0 replicas asked.
+    let run = fleet.jobfleet(&["submit", "echo", "{}", "--key", "plain-1"]);
+    assert_eq!((run.code, run.stdout.trim()), (0, "plain-1"), "{}", run.stderr);
+}
+
+#[test]
+fn a_sentinel_url_that_cannot_work_is_refused_with_what_to_do() {
+    let fleet = Fleet::new();
+    let run = fleet.jobfleet(&["--redis", "redis+sentinel://127.0.0.1:1", "stats"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("no master name"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("redis+sentinel://[user:password@]host:port"),
+        "{}",
+        run.stderr
+    );
+    // A well-formed one whose sentinels are not there says so, and hides the password.
+    let run = fleet.jobfleet(&["--redis", "redis+sentinel://:hunter2@127.0.0.1:1/main", "stats"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot reach a primary through the sentinels"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
 }

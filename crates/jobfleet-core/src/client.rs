@@ -1006,6 +1006,34 @@ async fn open_pubsub(
 mod tests {
     use super::*;
 
+    #[test]
+    fn info_replication_gives_each_replica_and_its_lag() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+                    slave0:ip=10.0.0.2,port=6380,state=online,offset=1000,lag=0\r\n\
+                    slave1:ip=10.0.0.3,port=6381,state=wait_bgsave,offset=0,lag=3\r\n\
+                    master_failover_state:no-failover\r\nmaster_repl_offset:1200\r\n";
+        let t = TopologyInfo::from_info(info);
+        assert_eq!(t.offset, 1200);
+        assert_eq!(
+            t.replicas,
+            vec![
+                ReplicaInfo {
+                    addr: "10.0.0.2:6380".into(),
+                    state: "online".into(),
+                    lag_bytes: 200,
+                    lag_secs: 0
+                },
+                ReplicaInfo {
+                    addr: "10.0.0.3:6381".into(),
+                    state: "wait_bgsave".into(),
+                    lag_bytes: 1200,
+                    lag_secs: 3
+                },
+            ]
+        );
+        assert!(TopologyInfo::from_info("role:master\r\n").replicas.is_empty());
+    }
+
     #[tokio::test]
     async fn a_reader_that_fell_behind_is_told_and_the_buffer_stays_bounded() {
         let (feeder, rx, lagged) = Feeder::new(3);
