@@ -2,7 +2,7 @@
 //! cross-queue reads (find a job by id, wait, events, fleet stats, workers).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,9 +70,12 @@ impl Default for Policy {
 pub struct Client {
     topology: Arc<Topology>,
     conn: Conn,
-    /// With `replicas > 0`: a second connection for writes confirmed with
-    /// `WAIT`, which blocks only the connection it is sent on.
-    durable: Option<Conn>,
+    /// With `replicas > 0`: connections of their own for writes confirmed
+    /// with `WAIT`, which blocks the connection it is sent on until the
+    /// replicas have applied the write; several, so that many writes wait
+    /// for their replicas at once.
+    durable: Arc<[Conn]>,
+    next_durable: Arc<AtomicUsize>,
     replication: Replication,
     prefix: Arc<str>,
     global: Arc<GlobalKeys>,
@@ -362,6 +365,11 @@ pub struct ConnectOptions {
     pub failover_wait: Duration,
 }
 
+/// Connections for durable writes, per client: each `WAIT` holds its
+/// connection until the replicas have applied the write, so one connection
+/// would apply every batch's replication wait one after another.
+const DURABLE_CONNECTIONS: usize = 4;
+
 /// Durable writes: how many replicas confirm a write, within how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replication {
@@ -420,14 +428,17 @@ impl Client {
             .max(options.replica_timeout + Duration::from_secs(1));
         let connect = || topology.connect(options.retries, response_timeout, options.failover_wait);
         let conn = connect().await?;
-        let durable = match options.replicas {
-            0 => None,
-            _ => Some(connect().await?),
-        };
+        let mut durable = Vec::new();
+        if options.replicas > 0 {
+            for _ in 0..DURABLE_CONNECTIONS {
+                durable.push(connect().await?);
+            }
+        }
         Ok(Client {
             topology,
             conn,
-            durable,
+            durable: durable.into(),
+            next_durable: Arc::default(),
             replication: Replication {
                 replicas: options.replicas,
                 timeout: options.replica_timeout,
@@ -473,10 +484,12 @@ impl Client {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<(T, Confirmation)> {
-        let Some(durable) = &self.durable else {
+        if self.durable.is_empty() {
             let reply = invocation.invoke_async(&mut self.conn()).await?;
             return Ok((reply, Confirmation::NotAsked));
-        };
+        }
+        let next = self.next_durable.fetch_add(1, Ordering::Relaxed);
+        let durable = &self.durable[next % self.durable.len()];
         let Replication { replicas, timeout } = self.replication;
         let mut pipe = redis::pipe();
         pipe.invoke_script(invocation)
