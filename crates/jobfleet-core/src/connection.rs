@@ -512,6 +512,8 @@ impl Failover {
                     *self.current.lock().expect("poisoned") = Some(current.clone());
                     return Ok(current);
                 }
+                // A wrong password or user does not heal by waiting.
+                Err(e) if is_auth_error(&e) => return Err(e),
                 // A primary that is gone is replaced within seconds: wait
                 // for that as long as `failover_wait` allows.
                 Err(e) if attempt >= self.retries && started.elapsed() >= self.failover_wait => {
@@ -571,6 +573,15 @@ impl Failover {
 enum Request<'a> {
     One(&'a Cmd),
     Pipeline(&'a redis::Pipeline, usize, usize),
+}
+
+/// Credentials the server (or a sentinel) refused.
+fn is_auth_error(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        || ["NOAUTH", "WRONGPASS", "invalid password"]
+            .iter()
+            .any(|m| e.to_string().contains(m))
 }
 
 /// A write refused by a replica: the node was demoted (or is being).
