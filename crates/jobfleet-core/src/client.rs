@@ -357,7 +357,8 @@ pub struct ConnectOptions {
     /// Replicas that must confirm each submit (and each worker outcome)
     /// before it counts as written: 0 (the default) does not ask.
     pub replicas: u32,
-    /// How long to wait for those replicas.
+    /// How long to wait for those replicas (at least 1 ms: `WAIT` with 0
+    /// would wait forever).
     pub replica_timeout: Duration,
     /// With Sentinel: how long a command waits for a new primary when the
     /// current one is gone (sentinels need `down-after-milliseconds` plus an
@@ -441,7 +442,8 @@ impl Client {
             next_durable: Arc::default(),
             replication: Replication {
                 replicas: options.replicas,
-                timeout: options.replica_timeout,
+                // WAIT with 0 would wait forever.
+                timeout: options.replica_timeout.max(Duration::from_millis(1)),
             },
             global: Arc::new(GlobalKeys::new(&options.prefix)),
             prefix: options.prefix.into(),

@@ -87,16 +87,29 @@ impl Endpoint {
         };
         let mut sentinels = Vec::new();
         for host in hosts.split(',').filter(|h| !h.is_empty()) {
-            let (name, port) = match host.rsplit_once(':') {
-                Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
-                    let port = port
-                        .parse::<u16>()
-                        .map_err(|_| bad(&format!("{port:?} is not a port")))?;
-                    (name, port)
+            let (name, port) = if let Some(bracketed) = host.strip_prefix('[') {
+                // [v6 address] or [v6 address]:port
+                let (name, after) = bracketed
+                    .split_once(']')
+                    .ok_or_else(|| bad(&format!("{host:?} has no closing ']'")))?;
+                match after {
+                    "" => (name, SENTINEL_PORT),
+                    _ => match after.strip_prefix(':') {
+                        Some(port) => (name, parse_port(port).map_err(|e| bad(&e))?),
+                        None => return Err(bad(&format!("{host:?}: expected ':port' after ']'"))),
+                    },
                 }
-                _ => (host, SENTINEL_PORT),
+            } else {
+                match host.split_once(':') {
+                    None => (host, SENTINEL_PORT),
+                    Some((_, port)) if port.contains(':') => {
+                        return Err(bad(&format!(
+                            "{host:?}: put an IPv6 address in brackets, [::1]:26379"
+                        )));
+                    }
+                    Some((name, port)) => (name, parse_port(port).map_err(|e| bad(&e))?),
+                }
             };
-            let name = name.trim_start_matches('[').trim_end_matches(']');
             if name.is_empty() {
                 return Err(bad("a sentinel has no host"));
             }
@@ -116,6 +129,9 @@ impl Endpoint {
                 .map_err(|_| bad(&format!("{db:?} is not a database number")))?,
             None => 0,
         };
+        if let Some(extra) = segments.find(|s| !s.is_empty()) {
+            return Err(bad(&format!("unexpected {extra:?} after the database number")));
+        }
         let (username, password) = match userinfo {
             Some(info) => match info.split_once(':') {
                 Some((user, password)) => (non_empty(decode(user)), Some(decode(password))),
@@ -135,7 +151,7 @@ impl Endpoint {
         };
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*key {
-                "sentinel_password" => endpoint.sentinel_password = Some(value.into_owned()),
+                "sentinel_password" => endpoint.sentinel_password = non_empty(value.into_owned()),
                 "sentinel_username" => endpoint.sentinel_username = non_empty(value.into_owned()),
                 "tls" => {
                     endpoint.tls = match &*value {
@@ -174,6 +190,10 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+fn parse_port(port: &str) -> std::result::Result<u16, String> {
+    port.parse::<u16>().map_err(|_| format!("{port:?} is not a port"))
+}
+
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -197,7 +217,33 @@ enum Kind {
         resolver: Box<tokio::sync::Mutex<SentinelClient>>,
         /// The primary last found, for `stats` (`host:port`).
         primary: Mutex<Option<String>>,
+        /// The last `+switch-master` heard: until every sentinel has caught
+        /// up, some still name the old primary, which in a planned failover
+        /// still answers `ROLE master` (it is demoted later). A lookup that
+        /// lands on `old` goes to `new` instead.
+        switched: Mutex<Option<Switch>>,
     },
+}
+
+/// A `+switch-master` announcement: from `old` to `new` (`host`, `port`).
+#[derive(Debug, Clone, PartialEq)]
+struct Switch {
+    old: (String, u16),
+    new: (String, u16),
+}
+
+impl Switch {
+    /// Reads `<master> <old ip> <old port> <new ip> <new port>`.
+    fn parse(payload: &str, master: &str) -> Option<Switch> {
+        let words: Vec<&str> = payload.split(' ').collect();
+        match words[..] {
+            [name, old_ip, old_port, new_ip, new_port] if name == master => Some(Switch {
+                old: (old_ip.to_string(), old_port.parse().ok()?),
+                new: (new_ip.to_string(), new_port.parse().ok()?),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Topology {
@@ -228,6 +274,7 @@ impl Topology {
                     endpoint,
                     resolver: Box::new(tokio::sync::Mutex::new(resolver)),
                     primary: Mutex::new(None),
+                    switched: Mutex::new(None),
                 }
             }
         };
@@ -236,7 +283,12 @@ impl Topology {
             epoch: watch::Sender::new(0),
         });
         if let Kind::Sentinel { endpoint, .. } = &topology.kind {
-            tokio::spawn(watch_sentinels(Arc::downgrade(&topology), endpoint.clone()));
+            let alive = topology.epoch.subscribe();
+            tokio::spawn(watch_sentinels(
+                Arc::downgrade(&topology),
+                alive,
+                endpoint.clone(),
+            ));
         }
         Ok(topology)
     }
@@ -247,13 +299,29 @@ impl Topology {
         match &self.kind {
             Kind::Single(client) => Ok(client.clone()),
             Kind::Sentinel {
-                resolver, primary, ..
+                resolver,
+                primary,
+                switched,
+                ..
             } => {
                 let found = tokio::time::timeout(RESOLVE_TIMEOUT, async {
                     resolver.lock().await.async_get_client().await
                 })
                 .await
                 .map_err(|_| io_error("timed out asking the sentinels for the primary"))??;
+                let info = found.get_connection_info().clone();
+                let announced = switched.lock().expect("poisoned").clone();
+                let found = match announced {
+                    Some(switch) if addr_is(info.addr(), &switch.old) => {
+                        // A sentinel that has not heard of the switch yet.
+                        let moved = redis::Client::open(
+                            info.set_addr(with_host(found.get_connection_info().addr(), &switch.new)),
+                        )?;
+                        check_primary(&moved).await?;
+                        moved
+                    }
+                    _ => found,
+                };
                 *primary.lock().expect("poisoned") = Some(found.get_connection_info().addr().to_string());
                 Ok(found)
             }
@@ -287,8 +355,12 @@ impl Topology {
         *self.epoch.borrow()
     }
 
-    /// Forget the primary: the next connection asks the sentinels again.
-    fn switched(&self) {
+    /// The sentinels announced a new primary: connections made before are
+    /// dropped, and lookups that still name the old one go to the new one.
+    fn switched(&self, switch: Switch) {
+        if let Kind::Sentinel { switched, .. } = &self.kind {
+            *switched.lock().expect("poisoned") = Some(switch);
+        }
         self.epoch.send_modify(|e| *e += 1);
     }
 
@@ -321,12 +393,13 @@ impl Topology {
                     retries,
                     failover_wait,
                     current: Mutex::new(None),
+                    failed: Mutex::new(None),
                     connecting: tokio::sync::Mutex::new(()),
                     serial: AtomicU64::new(0),
                 });
                 // The first connection must work, so a caller learns at once
                 // that no primary can be found.
-                failover.get().await?;
+                failover.get(false).await?;
                 Ok(Conn(Inner::Sentinel(failover)))
             }
         }
@@ -365,10 +438,19 @@ fn sentinel_client(endpoint: &SentinelEndpoint) -> Result<SentinelClient> {
     Ok(builder.build()?)
 }
 
+/// How long the watcher listens to one sentinel before it reconnects (a
+/// sentinel whose machine died silently would otherwise hold it forever).
+const WATCH_REFRESH: Duration = Duration::from_secs(30);
+
 /// Listens on the sentinels' `+switch-master` channel (one sentinel at a
-/// time, the next when it fails) and marks the topology switched when our
-/// master moves. Ends when the topology is dropped.
-async fn watch_sentinels(topology: Weak<Topology>, endpoint: SentinelEndpoint) {
+/// time, the next when it fails, and afresh every [`WATCH_REFRESH`]) and
+/// marks the topology switched when our master moves. Ends when the
+/// topology is dropped (`alive` then closes).
+async fn watch_sentinels(
+    topology: Weak<Topology>,
+    mut alive: watch::Receiver<u64>,
+    endpoint: SentinelEndpoint,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut next = 0usize;
     loop {
@@ -402,23 +484,68 @@ async fn watch_sentinels(topology: Weak<Topology>, endpoint: SentinelEndpoint) {
         if let Ok(Ok(mut pubsub)) = tokio::time::timeout(RESOLVE_TIMEOUT, subscribed).await {
             backoff = Duration::from_millis(100);
             let mut stream = pubsub.on_message();
-            while let Some(msg) = stream.next().await {
+            let refresh = tokio::time::sleep(WATCH_REFRESH);
+            tokio::pin!(refresh);
+            loop {
+                let msg = tokio::select! {
+                    msg = stream.next() => msg,
+                    _ = &mut refresh => None,
+                    gone = alive.changed() => match gone {
+                        Ok(()) => continue,
+                        Err(_) => return,
+                    },
+                };
+                let Some(msg) = msg else { break };
                 let Some(topology) = topology.upgrade() else {
                     return;
                 };
-                // "<master> <old ip> <old port> <new ip> <new port>"
                 let payload: String = msg.get_payload().unwrap_or_default();
-                if payload.split(' ').next() == Some(endpoint.master.as_str()) {
+                if let Some(switch) = Switch::parse(&payload, &endpoint.master) {
                     tracing::info!(announcement = %payload, "sentinels announced a new primary");
-                    topology.switched();
+                    topology.switched(switch);
                 }
             }
         }
         if topology.strong_count() == 0 {
             return;
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            gone = alive.changed() => if gone.is_err() { return },
+        }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn addr_is(addr: &ConnectionAddr, (host, port): &(String, u16)) -> bool {
+    match addr {
+        ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => h == host && p == port,
+        _ => false,
+    }
+}
+
+/// `addr` with another host and port, its TLS settings kept.
+fn with_host(addr: &ConnectionAddr, (host, port): &(String, u16)) -> ConnectionAddr {
+    match addr {
+        ConnectionAddr::TcpTls {
+            insecure, tls_params, ..
+        } => ConnectionAddr::TcpTls {
+            host: host.clone(),
+            port: *port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host.clone(), *port),
+    }
+}
+
+/// Fails unless the node says it is a primary.
+async fn check_primary(client: &redis::Client) -> RedisResult<()> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let role: redis::Role = redis::cmd("ROLE").query_async(&mut conn).await?;
+    match role {
+        redis::Role::Primary { .. } => Ok(()),
+        _ => Err(io_error("the announced primary is not a primary (yet)")),
     }
 }
 
@@ -456,6 +583,8 @@ struct Failover {
     retries: usize,
     failover_wait: Duration,
     current: Mutex<Option<Current>>,
+    /// When the last attempt to find a primary gave up, and why.
+    failed: Mutex<Option<(tokio::time::Instant, String)>>,
     /// One connection attempt at a time.
     connecting: tokio::sync::Mutex<()>,
     serial: AtomicU64,
@@ -483,17 +612,27 @@ impl Failover {
             .filter(|c| c.epoch == epoch)
     }
 
-    async fn get(&self) -> RedisResult<Current> {
+    /// The current connection, or a new one to whoever is primary now.
+    /// `patient`: wait out a failover (up to `failover_wait`); the first
+    /// connection is not, so a wrong URL is reported at once.
+    async fn get(&self, patient: bool) -> RedisResult<Current> {
         if let Some(current) = self.cached() {
             return Ok(current);
         }
+        let asked_at = tokio::time::Instant::now();
         let _one = self.connecting.lock().await;
         if let Some(current) = self.cached() {
             return Ok(current);
         }
+        // The caller before us gave up while we queued: share its verdict
+        // instead of starting another wait of our own.
+        if let Some((at, why)) = self.failed.lock().expect("poisoned").clone()
+            && at >= asked_at
+        {
+            return Err(RedisError::from((ErrorKind::Io, "no primary", why)));
+        }
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0;
-        let started = tokio::time::Instant::now();
         loop {
             let epoch = self.topology.epoch();
             let opened = async {
@@ -502,7 +641,7 @@ impl Failover {
                     .get_multiplexed_async_connection_with_config(&self.config)
                     .await
             };
-            match opened.await {
+            let failed = match opened.await {
                 Ok(conn) => {
                     let current = Current {
                         serial: self.serial.fetch_add(1, Ordering::Relaxed),
@@ -510,16 +649,26 @@ impl Failover {
                         conn,
                     };
                     *self.current.lock().expect("poisoned") = Some(current.clone());
+                    *self.failed.lock().expect("poisoned") = None;
                     return Ok(current);
                 }
                 // A wrong password or user does not heal by waiting.
-                Err(e) if is_auth_error(&e) => return Err(e),
+                Err(e) if is_auth_error(&e) => Some(e),
                 // A primary that is gone is replaced within seconds: wait
                 // for that as long as `failover_wait` allows.
-                Err(e) if attempt >= self.retries && started.elapsed() >= self.failover_wait => {
-                    return Err(e);
+                Err(e)
+                    if attempt >= self.retries && (!patient || asked_at.elapsed() >= self.failover_wait) =>
+                {
+                    Some(e)
                 }
-                Err(e) => tracing::debug!(error = %e, "no primary yet; asking the sentinels again"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no primary yet; asking the sentinels again");
+                    None
+                }
+            };
+            if let Some(e) = failed {
+                *self.failed.lock().expect("poisoned") = Some((tokio::time::Instant::now(), e.to_string()));
+                return Err(e);
             }
             attempt += 1;
             tokio::time::sleep(backoff).await;
@@ -541,31 +690,52 @@ impl Failover {
     async fn run(&self, request: Request<'_>) -> RedisResult<Vec<Value>> {
         let mut refused = 0;
         loop {
-            let mut current = self.get().await?;
+            let mut current = self.get(true).await?;
             let reply = match request {
                 Request::One(cmd) => current.conn.req_packed_command(cmd).await.map(|v| vec![v]),
                 Request::Pipeline(pipeline, offset, count) => {
                     current.conn.req_packed_commands(pipeline, offset, count).await
                 }
             };
-            match reply {
-                Err(e) if is_readonly(&e) && refused < READONLY_RETRIES => {
+            // Server errors come back as values; a replica refuses every
+            // write, so a reply with a READONLY in it applied no write at all
+            // and the whole request can be sent again.
+            let demoted = match &reply {
+                Ok(values) => values.iter().any(value_is_readonly),
+                Err(e) => is_readonly(e),
+            };
+            if demoted {
+                self.drop_conn(current.serial);
+                if refused < READONLY_RETRIES {
                     tracing::info!(
                         "the node we wrote to is a replica now; asking the sentinels for the primary"
                     );
                     refused += 1;
-                    self.drop_conn(current.serial);
                     tokio::time::sleep(Duration::from_millis(100 * refused as u64)).await;
+                    continue;
                 }
-                Err(e) => {
-                    if is_readonly(&e) || e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
-                        self.drop_conn(current.serial);
-                    }
-                    return Err(e);
-                }
-                ok => return ok,
+                return reply;
             }
+            if let Err(e) = &reply
+                && (e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout())
+            {
+                self.drop_conn(current.serial);
+            }
+            return reply;
         }
+    }
+}
+
+/// A reply (or an element of one) that is a `READONLY` refusal.
+fn value_is_readonly(value: &Value) -> bool {
+    match value {
+        Value::ServerError(e) => {
+            e.kind() == Some(redis::ServerErrorKind::ReadOnly)
+                || e.code() == "READONLY"
+                || e.details().is_some_and(|d| d.contains("READONLY"))
+        }
+        Value::Array(items) => items.iter().any(value_is_readonly),
+        _ => false,
     }
 }
 
@@ -687,6 +857,10 @@ mod tests {
             ("redis+sentinel://h:port/m", "is not a port"),
             ("redis+sentinel://h:1/m?tls=maybe", "tls=maybe"),
             ("redis+sentinel://h:1/m?color=red", "unknown option"),
+            ("redis+sentinel://::1/m", "put an IPv6 address in brackets"),
+            ("redis+sentinel://[::1/m", "no closing ']'"),
+            ("redis+sentinel://[::1]x/m", "expected ':port'"),
+            ("redis+sentinel://h:1/m/0/extra", "unexpected \"extra\""),
         ] {
             let e = Endpoint::parse(url).expect_err(url).to_string();
             assert!(e.contains(why), "{url}: {e}");

@@ -91,8 +91,7 @@ async fn a_submit_returns_only_once_the_replicas_asked_for_have_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_failover_is_followed_by_commands_and_subscriptions() {
     let group = group();
-    // Long enough for a replica to re-attach to the new primary.
-    let client = connect(&group.url(), "switch", 1, Duration::from_secs(10)).await;
+    let client = connect(&group.url(), "switch", 0, Duration::ZERO).await;
     let q = client.queue("q").unwrap();
     let mut events = client.events(&["q".to_string()]).await.unwrap();
     let old = group.primary_port();
@@ -100,20 +99,29 @@ async fn a_graceful_failover_is_followed_by_commands_and_subscriptions() {
     let new = group.wait_new_primary(old, Duration::from_secs(30));
     assert_ne!(old, new);
 
-    // Commands go to the new primary without the caller doing anything.
+    // The client moves by itself once it hears the sentinels' announcement
+    // (within moments; the old primary is still writable for seconds, so
+    // nothing else would make it move yet).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = client.topology().await.unwrap().primary;
+        if seen == format!("127.0.0.1:{new}") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client stayed on {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Commands go to the new primary: the job is there.
     let job = q
         .submit(JobSpec::new("echo", &json!({})))
         .await
         .expect("a submit after the failover");
-    assert_eq!(
-        client.topology().await.unwrap().primary,
-        format!("127.0.0.1:{new}")
-    );
-    let claimed = q.claim("w1", 1).await;
-    // A worker that never registered is refused; register it and claim.
-    if claimed.is_err() {
-        q.heartbeat("w1", true).await.unwrap();
-    }
+    let key = format!("switch:{{q}}:job:{}", job.id);
+    assert!(jobfleet_testkit::send(new, &format!("EXISTS {key}")).starts_with(":1"));
+    q.heartbeat("w1", true).await.unwrap();
     let claimed = q.claim("w1", 1).await.unwrap();
     assert_eq!(claimed.len(), 1);
     q.ack("w1", &[(job.id.clone(), "1".into())]).await.unwrap();
@@ -122,8 +130,23 @@ async fn a_graceful_failover_is_followed_by_commands_and_subscriptions() {
         JobState::Completed
     );
 
-    // The subscription moved too: it says it resubscribed, then delivers
-    // events published on the new primary.
+    // The subscription moved too: it says it resubscribed (what was
+    // published meanwhile is lost, and a reader re-reads states), then
+    // delivers events published on the new primary.
+    let resubscribed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.next().await {
+                Some(jobfleet_core::Feed::Subscribed) => return,
+                Some(_) => continue,
+                None => panic!("the subscription ended"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        resubscribed.is_ok(),
+        "the subscription never moved to the new primary"
+    );
     let second = q.submit(JobSpec::new("echo", &json!({}))).await.unwrap();
     let claimed = q.claim("w1", 1).await.unwrap();
     assert_eq!(claimed[0].id, second.id);
@@ -139,4 +162,51 @@ async fn a_graceful_failover_is_followed_by_commands_and_subscriptions() {
     })
     .await;
     assert!(seen.is_ok(), "no completion event from the new primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmit_of_a_job_the_replica_lacks_is_not_confirmed() {
+    // A primary and one replica, no sentinels: durable writes need only WAIT.
+    let primary = jobfleet_testkit::RedisServer::start();
+    let replica = jobfleet_testkit::RedisServer::start_with(jobfleet_testkit::RedisOptions {
+        replica_of: Some(primary.port()),
+        ..Default::default()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !primary.cmd("INFO replication").contains("state=online") {
+        assert!(std::time::Instant::now() < deadline, "the replica did not sync");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let plain = connect(&primary.url(), "lag", 0, Duration::ZERO).await;
+    let durable = connect(&primary.url(), "lag", 1, Duration::from_millis(300)).await;
+    let q = durable.queue("q").unwrap();
+    // Use every durable connection once while the replica keeps up: each
+    // has written, and the replica has all of it.
+    for _ in 0..8 {
+        q.submit(JobSpec::new("echo", &json!({}))).await.unwrap();
+    }
+
+    // Hold the replica's main thread in a read-only script for 1.5 s: it
+    // applies nothing meanwhile.
+    let port = replica.port();
+    let busy = std::thread::spawn(move || {
+        jobfleet_testkit::send(
+            port,
+            "EVAL \"local s = redis.call('TIME')[1] while tonumber(redis.call('TIME')[1]) - s < 2 do end return 1\" 0",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // Written unconfirmed (the replica lacks it), then submitted again on
+    // the durable connection: the job exists, so nothing new is created,
+    // but the replica still lacks it and the resubmit must say so. (The
+    // submit script always writes, so its WAIT covers the job it found;
+    // Redis 7.0 also advances a connection's offset on a script call that
+    // wrote nothing, but that is not a promise of the protocol.)
+    let spec = JobSpec::new("echo", &json!({"n": 3})).id("lagging-3");
+    plain.queue("q").unwrap().submit(spec.clone()).await.unwrap();
+    match q.submit(spec).await {
+        Err(Error::NotReplicated { reached: 0, ids, .. }) => assert_eq!(ids, ["lagging-3"]),
+        other => panic!("a resubmit the replica lacks was confirmed: {other:?}"),
+    }
+    busy.join().unwrap();
 }

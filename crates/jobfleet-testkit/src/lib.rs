@@ -275,7 +275,7 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String>
         command.args(["--appendonly", "no"]);
     }
     let mut child = command.spawn().map_err(|e| format!("spawn redis-server: {e}"))?;
-    reap_with_this_process(child.id());
+    reap_with_this_process(child.id(), dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // A TLS server cannot be pinged in plain text: its log says when it is ready.
@@ -313,12 +313,15 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String>
 
 /// Makes sure process `pid` dies with this one, even when this process
 /// never runs its destructors (a server held in a `static`, shared by the
-/// tests of one binary, or a test that aborts): a shell polls both and kills
-/// `pid` once this process is gone.
-pub fn reap_with_this_process(pid: u32) {
+/// tests of one binary, or a test that aborts): a shell polls both and,
+/// once this process is gone (and only then), kills `pid` and removes
+/// `dir`, its scratch folder.
+pub fn reap_with_this_process(pid: u32, dir: &Path) {
     let me = std::process::id();
+    let dir = dir.display().to_string().replace('\'', "");
     let script = format!(
-        "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; kill -9 {pid} 2>/dev/null"
+        "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+         if ! kill -0 {me} 2>/dev/null; then kill -9 {pid} 2>/dev/null; sleep 0.2; rm -rf '{dir}'; fi"
     );
     let _ = Command::new("sh")
         .args(["-c", &script])

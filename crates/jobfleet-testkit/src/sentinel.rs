@@ -294,7 +294,7 @@ fn spawn_sentinel(dir: &Path, port: u16, primary: u16, quorum: usize) -> Result<
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("spawn redis-server --sentinel: {e}"))?;
-    reap_with_this_process(child.id());
+    reap_with_this_process(child.id(), dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if send(port, "PING").starts_with("+PONG") {

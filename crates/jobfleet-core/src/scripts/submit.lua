@@ -80,6 +80,9 @@ end
 for s = 1, #ready, 1000 do
   redis.call('LPUSH', KEYS[1], unpack(ready, s, math.min(s + 999, #ready)))
 end
-if submitted > 0 then redis.call('HINCRBY', KEYS[3], 'submitted', submitted) end
+-- Always a write, even when every job already existed (by 0 then): a
+-- following WAIT measures the replication of this call's writes, and a call
+-- that wrote nothing would let it confirm jobs no replica may have yet.
+redis.call('HINCRBY', KEYS[3], 'submitted', submitted)
 if #ready > 0 then redis.call('PUBLISH', ARGV[1], #ready) end
 return created
