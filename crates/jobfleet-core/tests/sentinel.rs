@@ -210,3 +210,31 @@ async fn a_resubmit_of_a_job_the_replica_lacks_is_not_confirmed() {
     }
     busy.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_with_readonly_is_sent_again_to_the_primary() {
+    // A group of its own: the test turns its primary into a replica behind
+    // the sentinels' back, as a demotion the client hears of only through
+    // READONLY replies.
+    let group = SentinelGroup::start(1, 1);
+    let primary = group.primary_port();
+    let client = connect(&group.url(), "ro", 0, Duration::ZERO).await;
+    let q = client.queue("q").unwrap();
+    q.submit(JobSpec::new("echo", &json!({}))).await.unwrap();
+    let elsewhere = jobfleet_testkit::RedisServer::start();
+    let reply = jobfleet_testkit::send(primary, &format!("REPLICAOF 127.0.0.1 {}", elsewhere.port()));
+    assert!(reply.starts_with("+OK"), "{reply}");
+    assert_eq!(jobfleet_testkit::role(primary), "slave");
+    // Primary again a moment later.
+    let heal = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        jobfleet_testkit::send(primary, "REPLICAOF NO ONE")
+    });
+    let job = q
+        .submit(JobSpec::new("echo", &json!({"n": 1})))
+        .await
+        .expect("the refused write was sent again once the node was primary");
+    assert!(heal.join().unwrap().starts_with("+OK"));
+    let key = format!("ro:{{q}}:job:{}", job.id);
+    assert!(jobfleet_testkit::send(primary, &format!("EXISTS {key}")).starts_with(":1"));
+}
