@@ -238,3 +238,29 @@ async fn a_write_refused_with_readonly_is_sent_again_to_the_primary() {
     let key = format!("ro:{{q}}:job:{}", job.id);
     assert!(jobfleet_testkit::send(primary, &format!("EXISTS {key}")).starts_with(":1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_that_require_a_password_are_asked_with_sentinel_password() {
+    let group = SentinelGroup::start_with(1, 1, Some("s3cret"));
+    let url = format!("{}?sentinel_password=s3cret", group.url());
+    let client = connect(&url, "auth", 0, Duration::ZERO).await;
+    assert_eq!(
+        client.topology().await.unwrap().primary,
+        format!("127.0.0.1:{}", group.primary_port())
+    );
+    // Without it, or with a wrong one, connecting fails at once, saying why.
+    for url in [group.url(), format!("{}?sentinel_password=wrong", group.url())] {
+        let started = std::time::Instant::now();
+        let e = Client::connect(&url).await.expect_err("refused");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{url}: took {:?}",
+            started.elapsed()
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("NOAUTH") || text.contains("WRONGPASS") || text.contains("uthentication"),
+            "{url}: {text}"
+        );
+    }
+}

@@ -141,26 +141,42 @@ impl Drop for RedisServer {
 /// Sends one command in the inline protocol to a loopback port; returns the
 /// raw reply, or an empty string when nothing answers.
 pub fn send(port: u16, line: &str) -> String {
+    send_all(port, &[line]).pop().unwrap_or_default()
+}
+
+/// Sends commands in the inline protocol on one connection (an `AUTH`
+/// first, say); returns each raw reply, fewer when the server stops
+/// answering.
+pub fn send_all(port: u16, lines: &[&str]) -> Vec<String> {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
+        return Vec::new();
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if stream.write_all(format!("{line}\r\n").as_bytes()).is_err() {
-        return String::new();
+    let text: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+    if stream.write_all(text.as_bytes()).is_err() {
+        return Vec::new();
     }
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 65536];
-    // Read until the reply is complete (a short read may end mid-reply).
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let mut replies = Vec::new();
+    let mut start = 0;
+    while replies.len() < lines.len() {
+        // Take every complete reply buffered so far, then read more.
+        while replies.len() < lines.len()
+            && let Some(end) = resp_end(&buf, start)
+        {
+            replies.push(String::from_utf8_lossy(&buf[start..end]).into_owned());
+            start = end;
+        }
+        if replies.len() == lines.len() {
             break;
         }
-        reply.extend_from_slice(&buf[..n]);
-        if resp_complete(&reply) {
-            break;
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    String::from_utf8_lossy(&reply).into_owned()
+    replies
 }
 
 /// The words of a RESP reply (bulk strings, simple strings, integers),
@@ -173,35 +189,33 @@ pub fn resp_words(reply: &str) -> Vec<String> {
         .collect()
 }
 
-fn resp_complete(reply: &[u8]) -> bool {
-    fn parse(b: &[u8], i: usize) -> Option<usize> {
-        let end = i + b[i..].windows(2).position(|w| w == b"\r\n")?;
-        let line = std::str::from_utf8(&b[i + 1..end]).ok()?;
-        let next = end + 2;
-        match b.get(i)? {
-            b'$' => {
-                let n: i64 = line.parse().ok()?;
-                if n < 0 {
-                    return Some(next);
-                }
-                let stop = next + n as usize + 2;
-                (b.len() >= stop).then_some(stop)
-            }
-            b'*' => {
-                let n: i64 = line.parse().ok()?;
-                let mut at = next;
-                for _ in 0..n.max(0) {
-                    if at >= b.len() {
-                        return None;
-                    }
-                    at = parse(b, at)?;
-                }
-                Some(at)
-            }
-            _ => Some(next),
-        }
+/// Where the RESP reply starting at `i` ends, once it is all in `b`.
+fn resp_end(b: &[u8], i: usize) -> Option<usize> {
+    if i >= b.len() {
+        return None;
     }
-    !reply.is_empty() && parse(reply, 0).is_some()
+    let end = i + b[i..].windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&b[i + 1..end]).ok()?;
+    let next = end + 2;
+    match b[i] {
+        b'$' => {
+            let n: i64 = line.parse().ok()?;
+            if n < 0 {
+                return Some(next);
+            }
+            let stop = next + n as usize + 2;
+            (b.len() >= stop).then_some(stop)
+        }
+        b'*' => {
+            let n: i64 = line.parse().ok()?;
+            let mut at = next;
+            for _ in 0..n.max(0) {
+                at = resp_end(b, at)?;
+            }
+            Some(at)
+        }
+        _ => Some(next),
+    }
 }
 
 /// The path of `redis-server`, or a panic that says how to get it.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::{
     RedisOptions, RedisServer, free_port, reap_with_this_process, redis_server_binary, resp_words, send,
+    send_all,
 };
 
 /// The master name the sentinels watch.
@@ -23,6 +24,8 @@ const DOWN_AFTER_MS: u64 = 1000;
 pub struct SentinelGroup {
     nodes: Vec<RedisServer>,
     sentinels: Vec<Sentinel>,
+    /// The password the sentinels require (`requirepass`), if any.
+    sentinel_password: Option<String>,
 }
 
 #[derive(Debug)]
@@ -46,6 +49,12 @@ impl SentinelGroup {
     /// and `sentinels` sentinels (a quorum of a majority), and waits until
     /// every sentinel knows every replica and every other sentinel.
     pub fn start(replicas: usize, sentinels: usize) -> SentinelGroup {
+        SentinelGroup::start_with(replicas, sentinels, None)
+    }
+
+    /// [`SentinelGroup::start`], with sentinels that require a password
+    /// (and use it between themselves).
+    pub fn start_with(replicas: usize, sentinels: usize, sentinel_password: Option<&str>) -> SentinelGroup {
         let primary = RedisServer::start();
         let mut nodes = vec![];
         for _ in 0..replicas {
@@ -58,12 +67,15 @@ impl SentinelGroup {
         let mut group = SentinelGroup {
             nodes,
             sentinels: vec![],
+            sentinel_password: sentinel_password.map(String::from),
         };
         let primary_port = group.nodes[0].port();
         group.wait_replicas_online(primary_port, Duration::from_secs(20));
         let quorum = sentinels / 2 + 1;
         for _ in 0..sentinels {
-            group.sentinels.push(start_sentinel(primary_port, quorum));
+            group
+                .sentinels
+                .push(start_sentinel(primary_port, quorum, sentinel_password));
         }
         group.wait_healthy(Duration::from_secs(30));
         group
@@ -92,7 +104,7 @@ impl SentinelGroup {
     /// The primary's port as the first answering sentinel names it.
     pub fn primary_port(&self) -> u16 {
         for sentinel in &self.sentinels {
-            if let Some(port) = master_addr(sentinel.port) {
+            if let Some(port) = self.master_addr(sentinel.port) {
                 return port;
             }
         }
@@ -117,7 +129,7 @@ impl SentinelGroup {
 
     /// Asks a sentinel for a graceful failover (`SENTINEL FAILOVER`).
     pub fn failover(&self) {
-        let reply = send(self.sentinels[0].port, &format!("SENTINEL FAILOVER {MASTER}"));
+        let reply = self.ask(self.sentinels[0].port, &format!("SENTINEL FAILOVER {MASTER}"));
         assert!(reply.starts_with("+OK"), "SENTINEL FAILOVER refused: {reply}");
     }
 
@@ -126,7 +138,7 @@ impl SentinelGroup {
     pub fn wait_new_primary(&self, old: u16, limit: Duration) -> u16 {
         let deadline = Instant::now() + limit;
         loop {
-            let named: Vec<Option<u16>> = self.sentinels.iter().map(|s| master_addr(s.port)).collect();
+            let named: Vec<Option<u16>> = self.sentinels.iter().map(|s| self.master_addr(s.port)).collect();
             if let Some(Some(port)) = named.first()
                 && *port != old
                 && named.iter().all(|p| *p == Some(*port))
@@ -179,10 +191,10 @@ impl SentinelGroup {
     fn health(&self, replicas: usize, others: usize) -> Result<(), String> {
         let primary = self.primary_port();
         for s in &self.sentinels {
-            if master_addr(s.port) != Some(primary) {
+            if self.master_addr(s.port) != Some(primary) {
                 return Err(format!("sentinel {} names another primary", s.port));
             }
-            let fields = pairs(&send(s.port, &format!("SENTINEL MASTER {MASTER}")));
+            let fields = pairs(&self.ask(s.port, &format!("SENTINEL MASTER {MASTER}")));
             let flags = fields.get("flags").cloned().unwrap_or_default();
             if flags != "master" {
                 return Err(format!("sentinel {} sees the primary as {flags}", s.port));
@@ -201,7 +213,8 @@ impl SentinelGroup {
                 ));
             }
             // Replicas it sees up (a killed one lingers as s_down).
-            let up = send(s.port, &format!("SENTINEL REPLICAS {MASTER}"))
+            let up = self
+                .ask(s.port, &format!("SENTINEL REPLICAS {MASTER}"))
                 .matches("\r\nflags\r\n$5\r\nslave\r\n")
                 .count();
             if up < replicas {
@@ -209,6 +222,21 @@ impl SentinelGroup {
             }
         }
         self.replicas_online(primary, replicas)
+    }
+
+    /// One command to a sentinel (after `AUTH` when they need a password).
+    pub fn ask(&self, sentinel: u16, line: &str) -> String {
+        match &self.sentinel_password {
+            None => send(sentinel, line),
+            Some(password) => send_all(sentinel, &[&format!("AUTH {password}"), line])
+                .pop()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn master_addr(&self, sentinel: u16) -> Option<u16> {
+        let words = resp_words(&self.ask(sentinel, &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {MASTER}")));
+        words.get(1).and_then(|p| p.parse().ok())
     }
 
     fn replicas_online(&self, primary: u16, replicas: usize) -> Result<(), String> {
@@ -237,14 +265,6 @@ pub fn role(port: u16) -> String {
     send(port, "ROLE").split("\r\n").nth(2).unwrap_or("").to_string()
 }
 
-fn master_addr(sentinel: u16) -> Option<u16> {
-    let words = resp_words(&send(
-        sentinel,
-        &format!("SENTINEL GET-MASTER-ADDR-BY-NAME {MASTER}"),
-    ));
-    words.get(1).and_then(|p| p.parse().ok())
-}
-
 /// A flat RESP array of field, value, field, value... as a map.
 fn pairs(reply: &str) -> HashMap<String, String> {
     let words = resp_words(reply);
@@ -255,12 +275,12 @@ fn pairs(reply: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn start_sentinel(primary: u16, quorum: usize) -> Sentinel {
+fn start_sentinel(primary: u16, quorum: usize, password: Option<&str>) -> Sentinel {
     let mut last_error = String::new();
     for _ in 0..5 {
         let dir = tempfile::tempdir().expect("a directory for the sentinel");
         let port = free_port();
-        match spawn_sentinel(dir.path(), port, primary, quorum) {
+        match spawn_sentinel(dir.path(), port, primary, quorum, password) {
             Ok(child) => {
                 return Sentinel {
                     child: Some(child),
@@ -274,11 +294,17 @@ fn start_sentinel(primary: u16, quorum: usize) -> Sentinel {
     panic!("could not start a sentinel: {last_error}");
 }
 
-fn spawn_sentinel(dir: &Path, port: u16, primary: u16, quorum: usize) -> Result<Child, String> {
+fn spawn_sentinel(
+    dir: &Path,
+    port: u16,
+    primary: u16,
+    quorum: usize,
+    password: Option<&str>,
+) -> Result<Child, String> {
     // Sentinel rewrites its configuration file as it learns the topology:
     // each one has its own.
     let config = dir.join("sentinel.conf");
-    let text = format!(
+    let mut text = format!(
         "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
          sentinel monitor {MASTER} 127.0.0.1 {primary} {quorum}\n\
          sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n\
@@ -286,6 +312,11 @@ fn spawn_sentinel(dir: &Path, port: u16, primary: u16, quorum: usize) -> Result<
          sentinel parallel-syncs {MASTER} 2\n",
         dir = dir.display()
     );
+    if let Some(password) = password {
+        text.push_str(&format!(
+            "requirepass {password}\nsentinel sentinel-pass {password}\n"
+        ));
+    }
     std::fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
     let mut child = Command::new(redis_server_binary())
         .arg(&config)
@@ -297,7 +328,9 @@ fn spawn_sentinel(dir: &Path, port: u16, primary: u16, quorum: usize) -> Result<
     reap_with_this_process(child.id(), dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if send(port, "PING").starts_with("+PONG") {
+        // A sentinel with a password answers -NOAUTH: up all the same.
+        let pong = send(port, "PING");
+        if pong.starts_with("+PONG") || pong.starts_with("-NOAUTH") {
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
