@@ -582,3 +582,75 @@ fn a_sentinel_url_that_cannot_work_is_refused_with_what_to_do() {
     );
     assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
 }
+
+#[test]
+fn waiting_is_bounded_by_wait_timeout_not_the_jobs_timeout_and_says_how_to_wait_again() {
+    let mut fleet = Fleet::new();
+    // No worker yet: the wait warns at once, then gives up after its own
+    // timeout while the job (timeout 30 s) stays pending.
+    let started = Instant::now();
+    let run = fleet.jobfleet(&[
+        "submit",
+        "sleep",
+        r#"{"ms": 10}"#,
+        "--key",
+        "slow-1",
+        "--wait",
+        "--wait-timeout",
+        "1s",
+        "--timeout",
+        "30s",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        run.stderr.contains("no live worker serves queue default"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("1 still not finished after 1s: they keep running; wait again with: jobfleet wait -q default slow-1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stdout.trim(), "slow-1");
+    // --wait-timeout without --wait is refused by the parser.
+    let run = fleet.jobfleet(&["submit", "echo", "{}", "--wait-timeout", "1s"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    // A worker runs it; waiting again as told prints its result.
+    fleet.start_worker(&[]);
+    let run = fleet.jobfleet(&["submit", "sleep", r#"{"ms": 10}"#, "--key", "slow-1", "--wait"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(ids(&run.stdout), ["slow-1", r#"{"slept_ms":10}"#]);
+    assert!(!run.stderr.contains("no live worker"), "{}", run.stderr);
+}
+
+#[test]
+fn ctrl_c_while_waiting_says_the_jobs_keep_running_and_how_to_wait_again() {
+    let fleet = Fleet::new();
+    let mut child = fleet.spawn_jobfleet(&["submit", "echo", "{}", "--key", "interrupted-1", "--wait"], "");
+    // The wait warns that no worker serves the queue once it listens for
+    // Ctrl-C: interrupt it then.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("no live worker serves queue default") {
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut said).unwrap() > 0,
+            "the wait ended early: {said}"
+        );
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "interrupted-1");
+    std::io::Read::read_to_string(&mut stderr, &mut said).unwrap();
+    let stderr = said;
+    assert!(
+        stderr.contains("interrupted: the jobs keep running in the fleet; wait for them again with: jobfleet wait -q default interrupted-1"),
+        "{stderr}"
+    );
+}

@@ -44,7 +44,11 @@ fn two_dashboards_stream_the_same_live_events() {
     fleet.start_worker(&[]);
     let run = fleet.jobfleet(&["submit", "echo", r#"{"hello": "both"}"#, "--wait"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let id = ids(&run.stdout).pop().unwrap();
+    // The id, then (one job, no --json) its result.
+    let lines = ids(&run.stdout);
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert_eq!(lines[1], r#"{"hello":"both"}"#);
+    let id = lines[0].clone();
 
     for sse in &mut streams {
         let event = sse.find_event(Duration::from_secs(10), |e| e["id"] == id.as_str());

@@ -3,7 +3,8 @@
 //!
 //! Exit codes (scripts rely on them): 0 success; 1 a job failed, died or was
 //! cancelled; 2 `wait` timed out, or the command line was wrong; 3 anything
-//! else went wrong (bad input, unknown job, Redis unreachable).
+//! else went wrong (bad input, unknown job, Redis unreachable); 130 Ctrl-C
+//! while waiting (the jobs keep running).
 //!
 //! Everything on stdout goes through `output::out!`/`outln!`, which return an
 //! error instead of panicking: a closed stdout (`jobfleet events | head -1`)
@@ -31,7 +32,8 @@ mod output;
     propagate_version = true,
     max_term_width = 100,
     after_help = "Exit codes: 0 success; 1 a job failed, died or was cancelled; 2 `wait` timed out or the \
-                  command line was wrong; 3 any other error (bad input, unknown job, Redis unreachable)."
+                  command line was wrong; 3 any other error (bad input, unknown job, Redis unreachable); \
+                  130 Ctrl-C while waiting (the jobs keep running)."
 )]
 struct Cli {
     /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for TLS, or
@@ -102,6 +104,8 @@ pub enum Outcome {
     JobsFailed,
     /// `wait` ran out of time.
     TimedOut,
+    /// Ctrl-C while waiting (the jobs keep running).
+    Interrupted,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::JobsFailed) => ExitCode::from(1),
         Ok(Outcome::TimedOut) => ExitCode::from(2),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) if stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

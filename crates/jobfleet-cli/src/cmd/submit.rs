@@ -36,7 +36,8 @@ pub struct Args {
     /// Attempts before the job is dead.
     #[arg(long, default_value_t = jobfleet_core::DEFAULT_MAX_ATTEMPTS)]
     max_attempts: u32,
-    /// Longest one attempt may run.
+    /// The job's timeout: the longest one attempt may run before it fails (not
+    /// how long --wait waits: that is --wait-timeout).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Idempotency key used as the job id: submitting it again returns the
@@ -44,8 +45,13 @@ pub struct Args {
     #[arg(long)]
     key: Option<String>,
     /// Wait for every job to finish; exit 1 if any failed, died or was cancelled.
+    /// One job's result is printed when it completes.
     #[arg(long)]
     wait: bool,
+    /// With --wait: stop waiting after this long (exit 2); the jobs keep
+    /// running. Not the job's own --timeout.
+    #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+    wait_timeout: Option<Duration>,
     /// Machine-readable output: one JSON object per line.
     #[arg(long)]
     json: bool,
@@ -94,6 +100,8 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                 json: args.json,
                 noun: "jobs",
                 labels: None,
+                wait_timeout: args.wait_timeout,
+                print_result: !args.stdin && jobs.len() == 1,
             };
             track::wait(&client, events, &jobs, started, report).await
         }

@@ -53,7 +53,12 @@ pub struct Args {
     /// Wait for every photo; exit 1 if any failed.
     #[arg(long)]
     wait: bool,
-    /// Longest one job may run.
+    /// With --wait: stop waiting after this long (exit 2); the jobs keep
+    /// running. Not the jobs' own --timeout.
+    #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+    wait_timeout: Option<std::time::Duration>,
+    /// Each job's timeout: the longest one attempt may run (not how long
+    /// --wait waits: that is --wait-timeout).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
 }
@@ -120,6 +125,8 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                 json: false,
                 noun: "photos",
                 labels: Some(&labels),
+                wait_timeout: args.wait_timeout,
+                print_result: false,
             };
             track::wait(&client, events, &jobs, started, report).await
         }

@@ -20,6 +20,34 @@ pub struct Report<'a> {
     pub noun: &'static str,
     /// A name to show beside a failed job's id (an input file, say).
     pub labels: Option<&'a std::collections::HashMap<String, String>>,
+    /// Give up waiting after this long (the jobs keep running); exit 2.
+    pub wait_timeout: Option<Duration>,
+    /// Print a completed job's result on stdout (one job, no --json).
+    pub print_result: bool,
+}
+
+/// Warns at once when no live worker serves `queue`: the jobs would wait
+/// until one starts.
+async fn warn_if_unserved(client: &Client, queue: &str) {
+    if let Ok(workers) = client.workers().await
+        && !workers.iter().any(|w| w.queues.iter().any(|q| q == queue))
+    {
+        eprintln!(
+            "warning: no live worker serves queue {queue}: the jobs wait until one starts \
+             (jobfleet-worker --queue {queue})"
+        );
+    }
+}
+
+/// How to wait again for `jobs` (at most a few ids named).
+fn wait_again(jobs: &[(String, String)], left: &[String]) -> String {
+    let queue = jobs.first().map(|(q, _)| q.as_str()).unwrap_or("default");
+    let shown: Vec<&str> = left.iter().take(3).map(String::as_str).collect();
+    format!(
+        "jobfleet wait -q {queue} {}{}",
+        shown.join(" "),
+        if left.len() > shown.len() { " ..." } else { "" }
+    )
 }
 
 /// Subscribes to `queue`'s events when the caller will wait: before anything
@@ -40,6 +68,12 @@ pub async fn wait(
     started: Instant,
     report: Report<'_>,
 ) -> anyhow::Result<Outcome> {
+    // Listening for Ctrl-C from here on, before anything is said, so a
+    // reader that saw the warning below knows an interrupt is handled.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    if let Some((queue, _)) = jobs.first() {
+        warn_if_unserved(client, queue).await;
+    }
     let total = jobs.len() as u64;
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     let interactive = std::io::stderr().is_terminal();
@@ -57,7 +91,8 @@ pub async fn wait(
     let (mut completed, mut dead, mut cancelled) = (0u64, 0u64, 0u64);
     let mut last_line = Instant::now();
     let stdout = WaitOutput::default();
-    let waiting = client.wait_with(events, jobs, None, |f: &Finished| {
+    let print_result = report.print_result && !report.json;
+    let waiting = client.wait_with(events, jobs, report.wait_timeout, |f: &Finished| {
         match f.state {
             JobState::Completed => completed += 1,
             JobState::Cancelled => cancelled += 1,
@@ -83,6 +118,9 @@ pub async fn wait(
         }
         if report.json {
             stdout.write(|| outln!("{}", serde_json::to_string(f).expect("serializable")));
+        } else if print_result && f.state == JobState::Completed {
+            let result = f.result.clone().unwrap_or(serde_json::Value::Null);
+            stdout.write(|| outln!("{result}"));
         }
         bar.set_message(format!("completed {completed}, failed {}", dead + cancelled));
         bar.inc(1);
@@ -98,6 +136,15 @@ pub async fn wait(
     let outcome = tokio::select! {
         outcome = waiting => outcome?,
         error = stdout.failed() => return Err(error.into()),
+        _ = interrupt.recv() => {
+            bar.finish_and_clear();
+            let ids: Vec<String> = jobs.iter().map(|(_, id)| id.clone()).collect();
+            eprintln!(
+                "interrupted: the jobs keep running in the fleet; wait for them again with: {}",
+                wait_again(jobs, &ids)
+            );
+            return Ok(Outcome::Interrupted);
+        }
     };
     stdout.finish()?;
     bar.finish_and_clear();
@@ -122,6 +169,19 @@ pub async fn wait(
         total as f64 / elapsed.as_secs_f64().max(1e-9),
         report.noun,
     );
+    if !outcome.unfinished.is_empty() {
+        eprintln!(
+            "{} still not finished after {}: they keep running; wait again with: {}",
+            outcome.unfinished.len(),
+            humantime::format_duration(report.wait_timeout.unwrap_or_default()),
+            wait_again(jobs, &outcome.unfinished)
+        );
+        return Ok(if dead + cancelled > 0 {
+            Outcome::JobsFailed
+        } else {
+            Outcome::TimedOut
+        });
+    }
     Ok(if completed == total {
         Outcome::Success
     } else {
