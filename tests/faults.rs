@@ -425,14 +425,91 @@ fn bad_input_gets_a_clear_error_a_final_state_and_the_worker_keeps_serving() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid queue name \"bad{queue}\""));
-    let unreachable = std::process::Command::new(bin("jobfleet-worker"))
-        .args(["--redis", "redis://127.0.0.1:1"])
+    // A URL that cannot work fails at once.
+    let bad_url = std::process::Command::new(bin("jobfleet-worker"))
+        .args(["--redis", "redis+sentinel://127.0.0.1:1"])
         .output()
         .unwrap();
-    assert_eq!(unreachable.status.code(), Some(1));
+    assert_eq!(bad_url.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_url.stderr).contains("no master name"));
+}
+
+#[test]
+fn a_worker_started_before_its_redis_waits_for_it_then_serves() {
+    // A Redis that is down when the worker starts (its port known).
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let fleet = Fleet::with_url(redis.url());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut worker = std::process::Command::new(bin("jobfleet-worker"))
+        .args(["--heartbeat", "100ms", "--dead-after", "1s", "--poll", "200ms"])
+        .env("JOBFLEET_REDIS", redis.url())
+        .env("RUST_LOG", "info")
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    fleet.until(Duration::from_secs(10), "the worker to say it waits", |_| {
+        read_log().contains("redis unreachable at start-up; waiting for it")
+    });
     assert!(
-        String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach Redis at redis://127.0.0.1:1")
+        worker.try_wait().unwrap().is_none(),
+        "it waits instead of exiting: {}",
+        read_log()
     );
+    redis.restart();
+    fleet.until(
+        Duration::from_secs(20),
+        "the worker to start once Redis is up",
+        |_| read_log().contains("redis reachable; starting"),
+    );
+    let ids = fleet.submit_lines("echo", "{\"n\": 1}\n", &[]);
+    let verdict = Verdict::check(&fleet, &ids, Duration::from_secs(20));
+    assert_eq!(verdict.completed, 1, "{}", read_log());
+    assert_eq!(
+        read_log().matches("redis unreachable at start-up").count(),
+        1,
+        "logged once"
+    );
+    // And a worker waiting for Redis stops at once on SIGTERM.
+    redis.kill();
+    let second_log = tempfile::NamedTempFile::new().unwrap();
+    let mut waiting = std::process::Command::new(bin("jobfleet-worker"))
+        .env("JOBFLEET_REDIS", redis.url())
+        .env("RUST_LOG", "info")
+        .stderr(second_log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    fleet.until(
+        Duration::from_secs(10),
+        "the second worker to say it waits",
+        |_| {
+            std::fs::read_to_string(second_log.path())
+                .unwrap_or_default()
+                .contains("waiting for it")
+        },
+    );
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &waiting.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = waiting.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a waiting worker did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let _ = worker.kill();
+    let _ = worker.wait();
 }
 
 #[test]

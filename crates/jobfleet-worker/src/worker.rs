@@ -81,6 +81,50 @@ impl Config {
     }
 }
 
+/// Connects, waiting for a Redis that cannot be reached yet (it may be
+/// starting, or failing over) with a log line when it starts waiting and
+/// when it ends; a URL or password that cannot work fails at once. `None`:
+/// shut down while waiting.
+async fn connect_patiently(
+    url: &str,
+    options: ConnectOptions,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<Client>, WorkerError> {
+    let mut backoff = Duration::from_millis(100);
+    let mut waiting = false;
+    loop {
+        // Shutdown is polled first, so its signal handlers are installed
+        // before anything is logged.
+        let connected = tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => return Ok(None),
+            connected = Client::connect_with(url, options.clone()) => connected,
+        };
+        match connected {
+            Ok(client) => {
+                if waiting {
+                    tracing::info!("redis reachable; starting");
+                }
+                return Ok(Some(client));
+            }
+            Err(jobfleet_core::Error::Redis(e))
+                if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() =>
+            {
+                if !waiting {
+                    tracing::warn!(error = %e, "redis unreachable at start-up; waiting for it (retrying with backoff up to 2s)");
+                    waiting = true;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.as_mut() => return Ok(None),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Why a worker could not start (failing jobs never stop a worker).
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -237,7 +281,10 @@ pub async fn run(
         replica_timeout: config.replica_timeout,
         ..ConnectOptions::default()
     };
-    let client = Client::connect_with(&config.redis_url, options).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let Some(client) = connect_patiently(&config.redis_url, options, shutdown.as_mut()).await? else {
+        return Ok(());
+    };
     warn_about_durability(&client).await;
     let queues = config
         .queues
