@@ -654,3 +654,62 @@ fn ctrl_c_while_waiting_says_the_jobs_keep_running_and_how_to_wait_again() {
         "{stderr}"
     );
 }
+
+#[test]
+fn connection_errors_name_the_real_cause_once() {
+    let fleet = Fleet::new();
+    fleet.redis().cmd("CONFIG SET requirepass s3cret");
+    let port = fleet.redis().port();
+    let run = |url: &str| {
+        let output = std::process::Command::new(util::bin("jobfleet"))
+            .args(["--redis", url, "stats"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{url}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // No password where one is needed, and a wrong one.
+    for (url, cause) in [
+        (format!("redis://127.0.0.1:{port}"), "NOAUTH"),
+        (
+            format!("redis://:wrong@127.0.0.1:{port}"),
+            "authentication failed",
+        ),
+    ] {
+        let stderr = run(&url);
+        assert!(
+            stderr.contains("refused the credentials, or wants some"),
+            "{url}: {stderr}"
+        );
+        assert_eq!(
+            stderr.to_lowercase().matches(&cause.to_lowercase()).count(),
+            1,
+            "the cause, once: {stderr}"
+        );
+        assert!(!stderr.contains("wrong@"), "the password is hidden: {stderr}");
+    }
+    // A URL that does not parse.
+    let stderr = run("redis://127.0.0.1:notaport");
+    assert!(
+        stderr.contains("cannot be used; write it as redis://"),
+        "{stderr}"
+    );
+    // Nothing listening: refused, said once.
+    let stderr = run("redis://127.0.0.1:1");
+    assert!(
+        stderr.contains("cannot reach Redis at redis://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+    // The right password works.
+    let ok = std::process::Command::new(util::bin("jobfleet"))
+        .args(["--redis", &format!("redis://:s3cret@127.0.0.1:{port}"), "stats"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}

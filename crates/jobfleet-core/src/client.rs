@@ -428,7 +428,9 @@ impl Client {
             .response_timeout
             .max(options.replica_timeout + Duration::from_secs(1));
         let connect = || topology.connect(options.retries, response_timeout, options.failover_wait);
-        let conn = connect().await?;
+        let mut conn = connect().await?;
+        // A server that wants a password says so only to the first command.
+        let () = redis::cmd("PING").query_async(&mut conn).await?;
         let mut durable = Vec::new();
         if options.replicas > 0 {
             for _ in 0..DURABLE_CONNECTIONS {

@@ -3,9 +3,11 @@
 /// Everything that can go wrong talking to jobfleet's Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Redis could not be reached, or refused a command.
+    /// Redis could not be reached, or refused a command. Its text is the
+    /// whole cause (it is not also given as a `source`, so a printed chain
+    /// says it once).
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     /// A queue name that would break the key schema.
     #[error("invalid queue name {0:?}: use 1 to 64 characters from letters, digits, '_', '-', '.' and ':'")]
     InvalidQueueName(String),
@@ -74,6 +76,56 @@ pub enum Error {
     /// Redis answered something the protocol does not allow.
     #[error("protocol: {0}")]
     Protocol(String),
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Error {
+        Error::Redis(e)
+    }
+}
+
+/// What kind of trouble connecting was, to say the right thing about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectTrouble {
+    /// The URL cannot be used as written.
+    BadUrl,
+    /// The server wants a password, or refused the one (or user) given.
+    Credentials,
+    /// Nothing answered (refused, timed out, no primary).
+    Unreachable,
+    /// Anything else.
+    Other,
+}
+
+impl Error {
+    /// Sorts an error from connecting.
+    pub fn connect_trouble(&self) -> ConnectTrouble {
+        match self {
+            Error::InvalidUrl(_) => ConnectTrouble::BadUrl,
+            Error::Redis(e) => {
+                let text = e.to_string();
+                if e.kind() == redis::ErrorKind::InvalidClientConfig {
+                    ConnectTrouble::BadUrl
+                } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+                    || [
+                        "NOAUTH",
+                        "WRONGPASS",
+                        "invalid password",
+                        "invalid username-password",
+                    ]
+                    .iter()
+                    .any(|m| text.contains(m))
+                {
+                    ConnectTrouble::Credentials
+                } else if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
+                    ConnectTrouble::Unreachable
+                } else {
+                    ConnectTrouble::Other
+                }
+            }
+            _ => ConnectTrouble::Other,
+        }
+    }
 }
 
 /// The client's result type.

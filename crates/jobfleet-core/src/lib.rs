@@ -47,7 +47,7 @@ pub use client::{
     SUBSCRIPTION_BUFFER, Subscription, TopologyInfo, WaitReport, WorkerInfo,
 };
 pub use connection::Conn;
-pub use error::{Error, Result};
+pub use error::{ConnectTrouble, Error, Result};
 pub use event::{Event, EventKind};
 pub use job::{
     ClaimedJob, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TIMEOUT,

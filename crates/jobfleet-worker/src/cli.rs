@@ -163,14 +163,43 @@ async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
     crate::run(config, registry, shutdown_signal())
         .await
         .map_err(|e| match e {
-            crate::WorkerError::Redis(jobfleet_core::Error::Redis(e)) => {
+            crate::WorkerError::Redis(e) => {
+                let what = match e.connect_trouble() {
+                    jobfleet_core::ConnectTrouble::BadUrl => "the Redis URL cannot be used",
+                    jobfleet_core::ConnectTrouble::Credentials => {
+                        "Redis refused the credentials, or wants some (put the password in the URL)"
+                    }
+                    _ => "cannot use Redis",
+                };
                 anyhow::anyhow!(
-                    "cannot reach Redis at {redis}: {e} (is it running? set --redis or JOBFLEET_REDIS)"
+                    "{what} at {}: {e} (set --redis or JOBFLEET_REDIS)",
+                    redact(&redis)
                 )
             }
             other => anyhow::Error::new(other),
         })
         .context("worker failed to start")
+}
+
+/// `url` without its credentials (user info, `*password=` options).
+fn redact(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let authority_end = base.find("://").map(|i| i + 3);
+    let base = match (authority_end, base.rfind('@')) {
+        (Some(start), Some(at)) if at > start => format!("{}***{}", &base[..start], &base[at..]),
+        _ => base.to_string(),
+    };
+    if query.is_empty() {
+        return base;
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.contains("password") => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
