@@ -713,3 +713,40 @@ fn connection_errors_name_the_real_cause_once() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+#[test]
+fn status_of_an_id_in_two_queues_asks_which() {
+    let fleet = Fleet::new();
+    for queue in ["left", "right"] {
+        let run = fleet.jobfleet(&["submit", "echo", "{}", "--key", "twin", "-q", queue]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let run = fleet.jobfleet(&["status", "twin"]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("id twin names a job in several queues (left, right): say which with -q/--queue"),
+        "{}",
+        run.stderr
+    );
+    let run = fleet.jobfleet(&["status", "twin", "-q", "right", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["queue"], "right");
+    // cancel and wait ask the same.
+    for args in [&["cancel", "twin"][..], &["wait", "twin", "--timeout", "1s"]] {
+        let run = fleet.jobfleet(args);
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stdout);
+        assert!(
+            run.stderr.contains("say which with -q/--queue"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    let run = fleet.jobfleet(&["cancel", "twin", "-q", "left"]);
+    assert_eq!(
+        (run.code, run.stdout.trim()),
+        (0, "twin cancelled"),
+        "{}",
+        run.stderr
+    );
+}

@@ -601,23 +601,33 @@ impl Client {
     }
 
     /// Finds a job by id: in `queue` when given, else in every known queue.
+    /// An id is unique within a queue only: when it names a job in several
+    /// queues and none is given, the answer is [`Error::AmbiguousJob`].
     pub async fn find_job(&self, id: &str, queue: Option<&str>) -> Result<Job> {
         validate_job_id(id)?;
         let names = match queue {
             Some(q) => vec![q.to_string()],
             None => self.queue_names().await?,
         };
+        let mut found = Vec::new();
         for name in names {
             if let Some(job) = self.queue(&name)?.status(id).await? {
-                return Ok(job);
+                found.push(job);
             }
         }
-        Err(Error::JobNotFound(id.to_string()))
+        match found.len() {
+            0 => Err(Error::JobNotFound(id.to_string())),
+            1 => Ok(found.pop().expect("one")),
+            _ => Err(Error::AmbiguousJob {
+                id: id.to_string(),
+                queues: found.into_iter().map(|j| j.queue).collect(),
+            }),
+        }
     }
 
     /// Finds the queue of each job id (in `queue` when given, else in every
     /// known queue), a pipelined round trip per queue. Ids with no record
-    /// are left out.
+    /// are left out; an id in two queues is [`Error::AmbiguousJob`].
     pub async fn locate_jobs(&self, ids: &[String], queue: Option<&str>) -> Result<HashMap<String, String>> {
         for id in ids {
             validate_job_id(id)?;
@@ -626,19 +636,26 @@ impl Client {
             Some(q) => vec![q.to_string()],
             None => self.queue_names().await?,
         };
-        let mut found = HashMap::new();
+        let mut found: HashMap<String, String> = HashMap::new();
         for name in names {
             let keys = self.queue(&name)?.keys().clone();
-            let unknown: Vec<&String> = ids.iter().filter(|id| !found.contains_key(*id)).collect();
-            for chunk in unknown.chunks(1000) {
+            // Every id in every queue: an id found twice is ambiguous.
+            let all: Vec<&String> = ids.iter().collect();
+            for chunk in all.chunks(1000) {
                 let mut pipe = redis::pipe();
                 for id in chunk {
                     pipe.exists(keys.job(id));
                 }
                 let exists: Vec<bool> = pipe.query_async(&mut self.conn()).await?;
                 for (id, exists) in chunk.iter().zip(exists) {
-                    if exists {
-                        found.insert((*id).clone(), name.clone());
+                    if !exists {
+                        continue;
+                    }
+                    if let Some(first) = found.insert((*id).clone(), name.clone()) {
+                        return Err(Error::AmbiguousJob {
+                            id: (*id).clone(),
+                            queues: vec![first, name.clone()],
+                        });
                     }
                 }
             }

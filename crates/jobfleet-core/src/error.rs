@@ -49,6 +49,14 @@ pub enum Error {
     /// No job with this id in any known queue.
     #[error("no job with id {0} (it may never have existed, or its record expired)")]
     JobNotFound(String),
+    /// An id that names a job in several queues (ids are unique per queue).
+    #[error("id {id} names a job in several queues ({}): say which with -q/--queue", queues.join(", "))]
+    AmbiguousJob {
+        /// The id.
+        id: String,
+        /// The queues that hold a job with it.
+        queues: Vec<String>,
+    },
     /// The worker was declared dead and its jobs handed to others; it must
     /// register under a fresh id.
     #[error("worker {0} was recovered by the fleet")]

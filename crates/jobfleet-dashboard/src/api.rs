@@ -176,6 +176,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let status = match &e {
             Error::JobNotFound(_) => StatusCode::NOT_FOUND,
+            Error::AmbiguousJob { .. } => StatusCode::CONFLICT,
             Error::InvalidJobId(_) | Error::InvalidQueueName(_) => StatusCode::BAD_REQUEST,
             Error::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

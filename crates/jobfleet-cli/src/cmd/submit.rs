@@ -41,7 +41,9 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Idempotency key used as the job id: submitting it again returns the
-    /// same job. With --stdin, line N gets KEY-N.
+    /// same job, for as long as its record is kept (while it waits or runs,
+    /// then the workers' --keep-completed, 1 h by default, or --keep-dead);
+    /// after that the key makes a new job. With --stdin, line N gets KEY-N.
     #[arg(long)]
     key: Option<String>,
     /// Wait for every job to finish; exit 1 if any failed, died or was cancelled.
