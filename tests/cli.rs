@@ -597,19 +597,26 @@ fn waiting_is_bounded_by_wait_timeout_not_the_jobs_timeout_and_says_how_to_wait_
         "slow-1",
         "--wait",
         "--wait-timeout",
-        "1s",
+        "6s",
         "--timeout",
         "30s",
     ]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // Without a terminal, a progress line every 5 s, completions or not.
+    assert!(
+        run.stderr
+            .contains("progress: 0/1 finished: 0 completed, 0 dead, 0 cancelled"),
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr.contains("no live worker serves queue default"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stderr.contains("1 still not finished after 1s: they keep running; wait again with: jobfleet wait -q default slow-1"),
+        run.stderr.contains("1 still not finished after 6s: they keep running; wait again with: jobfleet wait -q default slow-1"),
         "{}",
         run.stderr
     );
@@ -749,4 +756,41 @@ fn status_of_an_id_in_two_queues_asks_which() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn completions_man_page_and_version_come_from_the_command_line_itself() {
+    let fleet = Fleet::new();
+    let version = fleet.jobfleet(&["--version"]);
+    assert_eq!(
+        version.stdout.trim(),
+        format!("jobfleet {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (shell, marker) in [
+        ("bash", "_jobfleet()"),
+        ("zsh", "#compdef jobfleet"),
+        ("fish", "complete -c jobfleet"),
+    ] {
+        let run = fleet.jobfleet(&["completions", shell]);
+        assert_eq!(run.code, 0, "{shell}: {}", run.stderr);
+        assert!(
+            run.stdout.contains(marker),
+            "{shell}: {}",
+            &run.stdout[..run.stdout.len().min(300)]
+        );
+        // Every subcommand is completed.
+        for sub in ["submit", "wait", "status", "dashboard", "completions"] {
+            assert!(run.stdout.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    let man = fleet.jobfleet(&["man"]);
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert!(man.stdout.contains(".TH jobfleet 1"), "{}", &man.stdout[..300]);
+    assert!(
+        man.stdout.contains("Exit codes: 0 success"),
+        "the man page has the exit codes"
+    );
+    let bad = fleet.jobfleet(&["completions", "tcsh"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("possible values"), "{}", bad.stderr);
 }

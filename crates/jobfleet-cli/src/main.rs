@@ -26,6 +26,7 @@ mod output;
 /// the fleet is doing.
 #[derive(Debug, Parser)]
 #[command(
+    name = "jobfleet",
     version,
     about,
     long_about,
@@ -93,6 +94,13 @@ enum Command {
     Protocol(cmd::protocol::Args),
     /// Serve the live web dashboard.
     Dashboard(cmd::dashboard::Args),
+    /// Print shell completions: `jobfleet completions bash > /etc/bash_completion.d/jobfleet`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `jobfleet man | man -l -`.
+    Man,
 }
 
 /// How a command that ran to the end went.
@@ -170,5 +178,22 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Queue(args) => cmd::queue::run(&target, args).await,
         Command::Protocol(args) => cmd::protocol::run(args),
         Command::Dashboard(args) => cmd::dashboard::run(&target, args).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "jobfleet",
+                &mut out,
+            );
+            output::out!("{}", String::from_utf8_lossy(&out))?;
+            Ok(Outcome::Success)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            output::out!("{}", String::from_utf8_lossy(&out))?;
+            Ok(Outcome::Success)
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! progress lines (otherwise), then a summary. Shared by `submit --wait`
 //! and `thumbnail --wait`.
 
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,53 @@ async fn warn_if_unserved(client: &Client, queue: &str) {
             "warning: no live worker serves queue {queue}: the jobs wait until one starts \
              (jobfleet-worker --queue {queue})"
         );
+    }
+}
+
+/// How often a progress line is printed when stderr is not a terminal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Where a wait stands, in the words `stats` uses.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    total: u64,
+    completed: u64,
+    dead: u64,
+    cancelled: u64,
+    elapsed: Duration,
+}
+
+impl Progress {
+    fn finished(&self) -> u64 {
+        self.completed + self.dead + self.cancelled
+    }
+
+    /// Jobs finished per second so far, once there is something to go by.
+    fn rate(&self) -> Option<f64> {
+        let secs = self.elapsed.as_secs_f64();
+        (self.finished() >= 10 && secs >= 1.0).then(|| self.finished() as f64 / secs)
+    }
+
+    /// The bar's message: counts, the rate as a whole number, and an ETA
+    /// only once the rate means something.
+    fn message(&self) -> String {
+        let mut text = format!(
+            "{} completed, {} dead, {} cancelled",
+            self.completed, self.dead, self.cancelled
+        );
+        if let Some(rate) = self.rate() {
+            let left = self.total.saturating_sub(self.finished()) as f64 / rate;
+            text.push_str(&format!(
+                ", {rate:.0}/s, about {} left",
+                humantime::format_duration(Duration::from_secs(left.ceil() as u64))
+            ));
+        }
+        text
+    }
+
+    /// A line for a log: `12/100 finished: ...`.
+    fn line(&self) -> String {
+        format!("{}/{} finished: {}", self.finished(), self.total, self.message())
     }
 }
 
@@ -79,73 +127,82 @@ pub async fn wait(
     let interactive = std::io::stderr().is_terminal();
     if interactive {
         bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} {per_sec} eta {eta}",
-            )
-            .expect("valid template"),
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+                .expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let (mut completed, mut dead, mut cancelled) = (0u64, 0u64, 0u64);
-    let mut last_line = Instant::now();
+    // Cells: the callback counts, the ticker below reads.
+    let (completed, dead, cancelled) = (Cell::new(0u64), Cell::new(0u64), Cell::new(0u64));
+    let progress = || Progress {
+        total,
+        completed: completed.get(),
+        dead: dead.get(),
+        cancelled: cancelled.get(),
+        elapsed: started.elapsed(),
+    };
     let stdout = WaitOutput::default();
     let print_result = report.print_result && !report.json;
-    let waiting = client.wait_with(events, jobs, report.wait_timeout, |f: &Finished| {
-        match f.state {
-            JobState::Completed => completed += 1,
-            JobState::Cancelled => cancelled += 1,
-            _ => dead += 1,
-        }
-        if f.state != JobState::Completed {
-            let label = report
-                .labels
-                .and_then(|l| l.get(&f.id))
-                .map(|l| format!(" ({l})"));
-            let line = format!(
-                "{}{} {}: {}",
-                f.id,
-                label.unwrap_or_default(),
-                f.state,
-                f.error.as_deref().unwrap_or("(no error recorded)")
-            );
-            if interactive {
-                bar.println(line)
-            } else {
-                eprintln!("{line}")
+    // A block of its own: the wait borrows the counters and stdout.
+    let outcome = {
+        let waiting = client.wait_with(events, jobs, report.wait_timeout, |f: &Finished| {
+            let counter = match f.state {
+                JobState::Completed => &completed,
+                JobState::Cancelled => &cancelled,
+                _ => &dead,
+            };
+            counter.set(counter.get() + 1);
+            if f.state != JobState::Completed {
+                let label = report
+                    .labels
+                    .and_then(|l| l.get(&f.id))
+                    .map(|l| format!(" ({l})"));
+                let line = format!(
+                    "{}{} {}: {}",
+                    f.id,
+                    label.unwrap_or_default(),
+                    f.state,
+                    f.error.as_deref().unwrap_or("(no error recorded)")
+                );
+                if interactive {
+                    bar.println(line)
+                } else {
+                    eprintln!("{line}")
+                }
+            }
+            if report.json {
+                stdout.write(|| outln!("{}", serde_json::to_string(f).expect("serializable")));
+            } else if print_result && f.state == JobState::Completed {
+                let result = f.result.clone().unwrap_or(serde_json::Value::Null);
+                stdout.write(|| outln!("{result}"));
+            }
+            bar.set_message(progress().message());
+            bar.inc(1);
+        });
+        tokio::pin!(waiting);
+        // Without a terminal, a progress line every few seconds, completions or not.
+        let mut lines =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                outcome = &mut waiting => break outcome?,
+                error = stdout.failed() => return Err(error.into()),
+                _ = lines.tick(), if !interactive => eprintln!("progress: {}", progress().line()),
+                _ = interrupt.recv() => {
+                    bar.finish_and_clear();
+                    let ids: Vec<String> = jobs.iter().map(|(_, id)| id.clone()).collect();
+                    eprintln!(
+                        "interrupted: the jobs keep running in the fleet; wait for them again with: {}",
+                        wait_again(jobs, &ids)
+                    );
+                    return Ok(Outcome::Interrupted);
+                }
             }
         }
-        if report.json {
-            stdout.write(|| outln!("{}", serde_json::to_string(f).expect("serializable")));
-        } else if print_result && f.state == JobState::Completed {
-            let result = f.result.clone().unwrap_or(serde_json::Value::Null);
-            stdout.write(|| outln!("{result}"));
-        }
-        bar.set_message(format!("completed {completed}, failed {}", dead + cancelled));
-        bar.inc(1);
-        if !interactive && last_line.elapsed() >= Duration::from_secs(5) {
-            last_line = Instant::now();
-            eprintln!(
-                "progress: {}/{total} finished ({completed} completed, {} failed)",
-                completed + dead + cancelled,
-                dead + cancelled
-            );
-        }
-    });
-    let outcome = tokio::select! {
-        outcome = waiting => outcome?,
-        error = stdout.failed() => return Err(error.into()),
-        _ = interrupt.recv() => {
-            bar.finish_and_clear();
-            let ids: Vec<String> = jobs.iter().map(|(_, id)| id.clone()).collect();
-            eprintln!(
-                "interrupted: the jobs keep running in the fleet; wait for them again with: {}",
-                wait_again(jobs, &ids)
-            );
-            return Ok(Outcome::Interrupted);
-        }
     };
+    let (completed, dead, cancelled) = (completed.get(), dead.get(), cancelled.get());
     stdout.finish()?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
@@ -187,4 +244,32 @@ pub async fn wait(
     } else {
         Outcome::JobsFailed
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_uses_the_words_of_stats_whole_rates_and_no_eta_before_it_means_something() {
+        let early = Progress {
+            total: 1000,
+            completed: 3,
+            dead: 1,
+            cancelled: 0,
+            elapsed: Duration::from_millis(300),
+        };
+        assert_eq!(early.message(), "3 completed, 1 dead, 0 cancelled");
+        let later = Progress {
+            total: 1000,
+            completed: 240,
+            dead: 10,
+            cancelled: 0,
+            elapsed: Duration::from_secs(5),
+        };
+        assert_eq!(
+            later.line(),
+            "250/1000 finished: 240 completed, 10 dead, 0 cancelled, 50/s, about 15s left"
+        );
+    }
 }
