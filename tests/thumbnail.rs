@@ -176,3 +176,33 @@ fn thumbnail_refuses_output_outside_the_allowed_folders_and_bad_arguments() {
     assert_eq!(none.code, 3);
     assert!(none.stderr.contains("no image files found"), "{}", none.stderr);
 }
+
+#[test]
+fn two_images_that_would_write_the_same_thumbnails_are_refused_before_anything_is_submitted() {
+    let fleet = Fleet::new();
+    let root = fleet.dir.path().canonicalize().unwrap();
+    let photos = root.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    photo(100, 100).save(photos.join("a.jpg")).unwrap();
+    photo(100, 100).save(photos.join("a.png")).unwrap();
+    photo(100, 100).save(photos.join("b.png")).unwrap();
+    let out = root.join("thumbs");
+    let run = fleet.jobfleet(&[
+        "thumbnail",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "64",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let expected = format!(
+        "{} and {} would both write {}: rename one, or thumbnail them into different --out folders",
+        photos.join("a.jpg").display(),
+        photos.join("a.png").display(),
+        out.join("a_64.jpg").display()
+    );
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert_eq!(run.stdout, "", "nothing was submitted");
+    assert_eq!(fleet.stats()["queues"].as_array().map(Vec::len), Some(0));
+}

@@ -178,7 +178,9 @@ async fn a_resubmit_of_a_job_the_replica_lacks_is_not_confirmed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let plain = connect(&primary.url(), "lag", 0, Duration::ZERO).await;
-    let durable = connect(&primary.url(), "lag", 1, Duration::from_millis(300)).await;
+    // Long enough for a loaded machine's replica in the warm-up, well
+    // short of the 3 s the replica is held for below.
+    let durable = connect(&primary.url(), "lag", 1, Duration::from_secs(1)).await;
     let q = durable.queue("q").unwrap();
     // Use every durable connection once while the replica keeps up: each
     // has written, and the replica has all of it.
@@ -186,13 +188,13 @@ async fn a_resubmit_of_a_job_the_replica_lacks_is_not_confirmed() {
         q.submit(JobSpec::new("echo", &json!({}))).await.unwrap();
     }
 
-    // Hold the replica's main thread in a read-only script for 1.5 s: it
+    // Hold the replica's main thread in a read-only script for 3 s: it
     // applies nothing meanwhile.
     let port = replica.port();
     let busy = std::thread::spawn(move || {
         jobfleet_testkit::send(
             port,
-            "EVAL \"local s = redis.call('TIME')[1] while tonumber(redis.call('TIME')[1]) - s < 2 do end return 1\" 0",
+            "EVAL \"local s = redis.call('TIME')[1] while tonumber(redis.call('TIME')[1]) - s < 3 do end return 1\" 0",
         )
     });
     std::thread::sleep(Duration::from_millis(200));

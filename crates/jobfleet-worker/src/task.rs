@@ -43,6 +43,29 @@ impl TaskError {
     }
 }
 
+// `?` in a handler: the common errors are retryable by default (a file not
+// there yet, a service that answered garbage); say `TaskError::permanent`
+// where a retry cannot help.
+
+impl From<std::io::Error> for TaskError {
+    fn from(e: std::io::Error) -> TaskError {
+        TaskError::retry(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for TaskError {
+    fn from(e: serde_json::Error) -> TaskError {
+        TaskError::retry(format!("JSON: {e}"))
+    }
+}
+
+impl From<anyhow::Error> for TaskError {
+    fn from(e: anyhow::Error) -> TaskError {
+        // The whole chain: "reading config: No such file or directory".
+        TaskError::retry(format!("{e:#}"))
+    }
+}
+
 /// What a handler knows about the job it runs.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -170,4 +193,41 @@ fn parse_payload<P: DeserializeOwned>(task: &str, payload: String) -> Result<P, 
 
 fn to_json<R: Serialize>(result: R) -> TaskResult {
     serde_json::to_value(result).map_err(|e| TaskError::permanent(format!("result is not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskError;
+    use anyhow::Context;
+
+    #[test]
+    fn question_mark_on_common_errors_gives_a_retryable_error_with_the_cause() {
+        fn read() -> Result<Vec<u8>, TaskError> {
+            Ok(std::fs::read("/no/such/file/anywhere")?)
+        }
+        let e = read().unwrap_err();
+        assert!(e.retryable);
+        assert!(e.message.contains("No such file"), "{}", e.message);
+
+        fn parse() -> Result<serde_json::Value, TaskError> {
+            Ok(serde_json::from_str("{not json")?)
+        }
+        let e = parse().unwrap_err();
+        assert!(
+            e.retryable && e.message.starts_with("JSON: key must be a string"),
+            "{e:?}"
+        );
+
+        fn chained() -> Result<(), TaskError> {
+            std::fs::read("/no/such/config").context("reading config")?;
+            Ok(())
+        }
+        let e = chained().unwrap_err();
+        assert!(e.retryable);
+        assert!(
+            e.message.starts_with("reading config: No such file"),
+            "{}",
+            e.message
+        );
+    }
 }

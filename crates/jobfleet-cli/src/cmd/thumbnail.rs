@@ -80,6 +80,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                 .join(" ")
         );
     }
+    refuse_collisions(&images, &args.sizes, &format!("{:?}", args.format).to_lowercase())?;
     let client = target.connect().await?;
     let queue = client.queue(&args.queue)?;
     let mut events = track::subscribe_if(&client, &args.queue, args.wait).await?;
@@ -131,6 +132,34 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
             track::wait(&client, events, &jobs, started, report).await
         }
     }
+}
+
+/// Refuses a batch in which two images would write the same thumbnails
+/// (`a.jpg` and `a.png` both make `a_256.jpg`): one would silently
+/// overwrite the other.
+fn refuse_collisions(images: &[(PathBuf, PathBuf)], sizes: &[u32], extension: &str) -> anyhow::Result<()> {
+    let mut seen: std::collections::HashMap<(&Path, String), &Path> = std::collections::HashMap::new();
+    let extension = if extension == "jpeg" { "jpg" } else { extension };
+    for (input, out_dir) in images {
+        let stem = input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(first) = seen.insert((out_dir.as_path(), stem.clone()), input.as_path()) {
+            bail!(
+                "{} and {} would both write {}: rename one, or thumbnail them into different --out folders",
+                first.display(),
+                input.display(),
+                out_dir
+                    .join(format!(
+                        "{stem}_{}.{extension}",
+                        sizes.first().copied().unwrap_or(0)
+                    ))
+                    .display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every image under `paths`, absolute, with the folder its thumbnails go to.
