@@ -81,6 +81,29 @@ pub enum Error {
         /// The jobs written but not confirmed.
         ids: Vec<String>,
     },
+    /// A job that ended dead or cancelled, waited on for its output.
+    #[error("job {id} ended {state}: {error}")]
+    JobFailed {
+        /// The job id.
+        id: String,
+        /// Dead or cancelled.
+        state: crate::job::JobState,
+        /// Its last error.
+        error: String,
+    },
+    /// A job still not final when the wait gave up (it keeps running).
+    #[error("job {0} is not finished yet; it keeps running")]
+    WaitTimedOut(String),
+    /// A completed job whose result does not fit the task's output type.
+    #[error("job {id} of task {task} completed with a result that is not its output type: {why}")]
+    OutputMismatch {
+        /// The job id.
+        id: String,
+        /// The task name.
+        task: &'static str,
+        /// Why it does not fit.
+        why: String,
+    },
     /// Redis answered something the protocol does not allow.
     #[error("protocol: {0}")]
     Protocol(String),

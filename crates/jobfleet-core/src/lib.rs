@@ -41,6 +41,7 @@ pub mod job;
 pub mod keys;
 pub mod queue;
 pub mod scripts;
+pub mod task;
 
 pub use client::{
     Client, ConnectOptions, Feed, Finished, FleetStats, Policy, ReplicaInfo, Replication,
@@ -55,3 +56,4 @@ pub use job::{
 };
 pub use keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
 pub use queue::{CancelOutcome, FailKind, FailOutcome, Queue, QueueStats, Recovered, Submitted};
+pub use task::{Handle, Task};

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, Job, JobSpec, new_job_id, validate_job_id, validate_queue_name};
 use crate::keys::QueueKeys;
 use crate::scripts;
+use crate::task::{Handle, Task};
 
 /// Jobs per submit script call: large enough to amortize the round trip,
 /// small enough that one call never blocks Redis for long.
@@ -151,6 +152,30 @@ impl Queue {
     /// The client this handle uses.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Submits a job of a typed [`Task`]; its [`Handle`] waits for the
+    /// typed output.
+    pub async fn enqueue<T: Task>(&self, payload: &T::Payload) -> Result<Handle<T>> {
+        self.enqueue_with::<T>(payload, |spec| spec).await
+    }
+
+    /// [`Queue::enqueue`], with the job's options set on its spec (an id,
+    /// a delay, attempts, a timeout).
+    pub async fn enqueue_with<T: Task>(
+        &self,
+        payload: &T::Payload,
+        options: impl FnOnce(JobSpec) -> JobSpec,
+    ) -> Result<Handle<T>> {
+        let payload = serde_json::to_string(payload).map_err(|e| Error::InvalidPayload(e.to_string()))?;
+        let spec = options(JobSpec::with_json_text(T::NAME, payload));
+        let submitted = self.submit(spec).await?;
+        Ok(Handle::new(
+            self.client.clone(),
+            self.name.to_string(),
+            submitted.id,
+            submitted.created,
+        ))
     }
 
     /// Submits one job.

@@ -140,6 +140,18 @@ impl Registry {
         self
     }
 
+    /// Registers the handler of a typed [`jobfleet_core::Task`]: its name,
+    /// payload and output types come from the same definition the
+    /// producer's `Queue::enqueue` uses.
+    pub fn task<T, F, Fut>(&mut self, handler: F) -> &mut Registry
+    where
+        T: jobfleet_core::Task,
+        F: Fn(JobContext, T::Payload) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T::Output, TaskError>> + Send + 'static,
+    {
+        self.register(T::NAME, handler)
+    }
+
     /// Registers a CPU-bound or blocking handler; it runs on tokio's blocking
     /// thread pool, never on the async executor, so heartbeats keep ticking.
     pub fn register_blocking<P, R, F>(&mut self, name: &str, handler: F) -> &mut Registry

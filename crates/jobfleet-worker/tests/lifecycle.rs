@@ -609,3 +609,82 @@ async fn a_result_over_the_limit_fails_the_job_instead_of_filling_redis() {
     assert_eq!(job.error, Some(expected));
     worker.shutdown().await;
 }
+
+/// A typed task, defined once for both sides.
+struct Double;
+
+impl jobfleet_core::Task for Double {
+    const NAME: &'static str = "double";
+    type Payload = Numbers;
+    type Output = Vec<i64>;
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Numbers {
+    values: Vec<i64>,
+    fail: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_task_is_enqueued_and_waited_on_with_its_own_types() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let q = client.queue("typed").unwrap();
+    let mut registry = Registry::new();
+    registry.task::<Double, _, _>(|_, n: Numbers| async move {
+        if n.fail {
+            return Err(jobfleet_worker::TaskError::permanent("asked to fail"));
+        }
+        Ok(n.values.iter().map(|v| v * 2).collect())
+    });
+    let worker = Worker::start(
+        Config {
+            queues: vec!["typed".into()],
+            ..config(&server)
+        },
+        registry,
+    );
+    let job = q
+        .enqueue::<Double>(&Numbers {
+            values: vec![1, 20],
+            fail: false,
+        })
+        .await
+        .unwrap();
+    assert!(job.created());
+    let out: Vec<i64> = job.wait().await.unwrap();
+    assert_eq!(out, vec![2, 40]);
+    // A failure is typed too: the state and the task's message.
+    let failing = q
+        .enqueue_with::<Double>(
+            &Numbers {
+                values: vec![],
+                fail: true,
+            },
+            |s| s.id("typed-fail"),
+        )
+        .await
+        .unwrap();
+    match failing.wait().await {
+        Err(jobfleet_core::Error::JobFailed { id, state, error }) => {
+            assert_eq!(
+                (id.as_str(), state, error.as_str()),
+                ("typed-fail", JobState::Dead, "asked to fail")
+            );
+        }
+        other => panic!("expected JobFailed, got {other:?}"),
+    }
+    // Waiting gives up when asked, and says the job keeps running.
+    worker.shutdown().await;
+    let pending = q
+        .enqueue::<Double>(&Numbers {
+            values: vec![3],
+            fail: false,
+        })
+        .await
+        .unwrap();
+    match pending.wait_timeout(Duration::from_millis(200)).await {
+        Err(jobfleet_core::Error::WaitTimedOut(id)) => assert_eq!(id, pending.id()),
+        other => panic!("expected WaitTimedOut, got {other:?}"),
+    }
+}
