@@ -206,3 +206,54 @@ fn two_images_that_would_write_the_same_thumbnails_are_refused_before_anything_i
     assert_eq!(run.stdout, "", "nothing was submitted");
     assert_eq!(fleet.stats()["queues"].as_array().map(Vec::len), Some(0));
 }
+
+#[test]
+fn thumbnail_json_lists_the_files_each_photo_wrote() {
+    let mut fleet = Fleet::new();
+    let root = fleet.dir.path().canonicalize().unwrap();
+    let photos = root.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    photo(300, 200).save(photos.join("wide.jpg")).unwrap();
+    let out = root.join("thumbs");
+    fleet.start_worker(&["--allow-dir", root.to_str().unwrap()]);
+    let run = fleet.jobfleet(&[
+        "thumbnail",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "64",
+        "--size",
+        "128",
+        "--wait",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+    assert_eq!(line["state"], "completed", "{line}");
+    let written: Vec<String> = line["result"]["outputs"]
+        .as_array()
+        .expect("the outputs")
+        .iter()
+        .map(|o| o["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        written,
+        [out.join("wide_64.jpg"), out.join("wide_128.jpg")].map(|p| p.display().to_string())
+    );
+    for path in &written {
+        assert!(Path::new(path).exists(), "{path}");
+    }
+    // Without --wait: one line per photo with its input.
+    let run = fleet.jobfleet(&[
+        "thumbnail",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(line["input"], photos.join("wide.jpg").display().to_string());
+    assert!(line["id"].is_string());
+}

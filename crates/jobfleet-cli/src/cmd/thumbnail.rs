@@ -57,6 +57,11 @@ pub struct Args {
     /// running. Not the jobs' own --timeout.
     #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
     wait_timeout: Option<std::time::Duration>,
+    /// Machine-readable output: one JSON line per photo, `{"id", "input"}`;
+    /// with --wait, each finished job with the files it wrote
+    /// (`result.outputs[].path`).
+    #[arg(long)]
+    json: bool,
     /// Each job's timeout: the longest one attempt may run (not how long
     /// --wait waits: that is --wait-timeout).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -113,8 +118,12 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         .map(|(s, (input, _))| (s.id.clone(), input.display().to_string()))
         .collect();
     if !args.wait {
-        for s in &ids {
-            outln!("{}", s.id)?;
+        for (s, (input, _)) in ids.iter().zip(&images) {
+            if args.json {
+                outln!("{}", json!({"id": s.id, "input": input}))?;
+            } else {
+                outln!("{}", s.id)?;
+            }
         }
     }
     eprintln!("submitted {} photos to queue {}", ids.len(), args.queue);
@@ -123,7 +132,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         Some(events) => {
             let jobs: Vec<(String, String)> = ids.into_iter().map(|s| (args.queue.clone(), s.id)).collect();
             let report = track::Report {
-                json: false,
+                json: args.json,
                 noun: "photos",
                 labels: Some(&labels),
                 wait_timeout: args.wait_timeout,
