@@ -616,7 +616,7 @@ fn waiting_is_bounded_by_wait_timeout_not_the_jobs_timeout_and_says_how_to_wait_
         run.stderr
     );
     assert!(
-        run.stderr.contains("1 still not finished after 6s: they keep running; wait again with: jobfleet wait -q default slow-1"),
+        run.stderr.contains("1 job still not finished after 6s: they keep running; wait again with: jobfleet wait -q default slow-1"),
         "{}",
         run.stderr
     );

@@ -223,13 +223,18 @@ pub async fn wait(
             String::new()
         },
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64().max(1e-9),
+        (completed + dead + cancelled) as f64 / elapsed.as_secs_f64().max(1e-9),
         report.noun,
     );
     if !outcome.unfinished.is_empty() {
         eprintln!(
-            "{} still not finished after {}: they keep running; wait again with: {}",
+            "{} {} still not finished after {}: they keep running; wait again with: {}",
             outcome.unfinished.len(),
+            if outcome.unfinished.len() == 1 {
+                report.noun.trim_end_matches('s')
+            } else {
+                report.noun
+            },
             humantime::format_duration(report.wait_timeout.unwrap_or_default()),
             wait_again(jobs, &outcome.unfinished)
         );
