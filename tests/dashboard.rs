@@ -366,6 +366,9 @@ async fn the_page_updates_live_and_retries_a_dead_job_in_a_real_browser() {
     let completed = r#"#queues tr[data-queue="default"] td[data-col="completed"]"#;
     wait_text(page, completed, "5").await;
     wait_text(page, "#conn", "live").await;
+    // Which node is primary, and its replicas (none here).
+    let primary = format!("primary 127.0.0.1:{} · 0 replicas", fleet.redis().port());
+    wait_text(page, "#sum-redis", &primary).await;
     let more = fleet.jobfleet_stdin(&["submit", "echo", "--stdin", "--wait"], &"{}\n".repeat(20));
     assert_eq!(more.code, 0, "{}", more.stderr);
     wait_text(page, completed, "25").await;
