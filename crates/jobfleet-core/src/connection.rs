@@ -61,6 +61,46 @@ impl std::fmt::Debug for SentinelEndpoint {
     }
 }
 
+/// The URL with any password replaced by `***` (also a Sentinel URL's
+/// `sentinel_password=` option).
+pub fn redact_url(url: &str) -> String {
+    let redacted = redact_userinfo(url);
+    match redacted.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.contains("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => redacted,
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".into()
+            };
+            format!("{}{hidden}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
 /// The sentinel port when a host names none.
 const SENTINEL_PORT: u16 = 26379;
 
@@ -816,6 +856,25 @@ mod tests {
             Endpoint::Sentinel(e) => e,
             other => panic!("not a sentinel endpoint: {other:?}"),
         }
+    }
+
+    #[test]
+    fn passwords_never_reach_error_messages() {
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(redact_url("rediss://app:s3cret@host"), "rediss://app:***@host");
+        assert_eq!(redact_url("redis://token@host"), "redis://***@host");
+        assert_eq!(
+            redact_url("redis+sentinel://:pw@h1:26379,h2:26379/main"),
+            "redis+sentinel://:***@h1:26379,h2:26379/main"
+        );
+        assert_eq!(
+            redact_url("redis+sentinel://h:1/m?sentinel_password=pw&tls=true"),
+            "redis+sentinel://h:1/m?sentinel_password=***&tls=true"
+        );
     }
 
     #[test]

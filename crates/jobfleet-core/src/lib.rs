@@ -47,7 +47,7 @@ pub use client::{
     Client, ConnectOptions, Feed, Finished, FleetStats, Policy, ReplicaInfo, Replication,
     SUBSCRIPTION_BUFFER, Subscription, TopologyInfo, WaitReport, WorkerInfo,
 };
-pub use connection::Conn;
+pub use connection::{Conn, redact_url};
 pub use error::{ConnectTrouble, Error, Result};
 pub use event::{Event, EventKind};
 pub use job::{

@@ -173,33 +173,12 @@ async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
                 };
                 anyhow::anyhow!(
                     "{what} at {}: {e} (set --redis or JOBFLEET_REDIS)",
-                    redact(&redis)
+                    jobfleet_core::redact_url(&redis)
                 )
             }
             other => anyhow::Error::new(other),
         })
         .context("worker failed to start")
-}
-
-/// `url` without its credentials (user info, `*password=` options).
-fn redact(url: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let authority_end = base.find("://").map(|i| i + 3);
-    let base = match (authority_end, base.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}***{}", &base[..start], &base[at..]),
-        _ => base.to_string(),
-    };
-    if query.is_empty() {
-        return base;
-    }
-    let query: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.contains("password") => format!("{k}=***"),
-            _ => kv.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
