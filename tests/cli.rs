@@ -794,3 +794,54 @@ fn completions_man_page_and_version_come_from_the_command_line_itself() {
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("possible values"), "{}", bad.stderr);
 }
+
+#[test]
+fn submit_at_a_time_schedules_the_job_for_that_time_on_redis_clock() {
+    let fleet = Fleet::new();
+    let redis_secs: u64 = jobfleet_testkit::resp_words(&fleet.redis().cmd("TIME"))[0]
+        .parse()
+        .unwrap();
+    let target = redis_secs + 3600;
+    let rfc3339 = |secs: u64| {
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let run = fleet.jobfleet(&["submit", "echo", "{}", "--key", "later", "--at", &rfc3339(target)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let status = fleet.jobfleet(&["status", "later", "--json"]).json();
+    assert_eq!(status["state"], "scheduled", "{status}");
+    let run_at = status["run_at_ms"].as_u64().unwrap();
+    assert!(
+        run_at.abs_diff(target * 1000) < 2000,
+        "run_at {run_at}, wanted {}",
+        target * 1000
+    );
+    // A time already past runs at once, and says so.
+    let run = fleet.jobfleet(&[
+        "submit",
+        "echo",
+        "{}",
+        "--key",
+        "past",
+        "--at",
+        &rfc3339(redis_secs - 60),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is already past on Redis' clock"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        fleet.jobfleet(&["status", "past", "--json"]).json()["state"],
+        "pending"
+    );
+    // Not a time, and not both --at and --delay.
+    let bad = fleet.jobfleet(&["submit", "echo", "{}", "--at", "tomorrow"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    let both = fleet.jobfleet(&["submit", "echo", "{}", "--at", &rfc3339(target), "--delay", "1s"]);
+    assert_eq!(both.code, 2, "{}", both.stderr);
+}

@@ -31,8 +31,12 @@ pub struct Args {
     #[arg(long)]
     stdin: bool,
     /// Run no earlier than this from now (e.g. 10s, 5m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "at")]
     delay: Option<Duration>,
+    /// Run no earlier than this time, RFC 3339 in UTC (e.g. 2026-12-24T08:00:00Z),
+    /// on Redis' clock; a time already past runs at once.
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    at: Option<std::time::SystemTime>,
     /// Attempts before the job is dead.
     #[arg(long, default_value_t = jobfleet_core::DEFAULT_MAX_ATTEMPTS)]
     max_attempts: u32,
@@ -59,8 +63,23 @@ pub struct Args {
     json: bool,
 }
 
-pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
+pub async fn run(target: &Target, mut args: Args) -> anyhow::Result<Outcome> {
     let client = target.connect().await?;
+    if let Some(at) = args.at {
+        // Job times are on Redis' clock: the delay is measured against it.
+        let at_ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let now_ms = client.redis_time_ms().await?;
+        if at_ms <= now_ms {
+            eprintln!(
+                "note: {} is already past on Redis' clock; the job runs at once",
+                humantime::format_rfc3339_seconds(at)
+            );
+        }
+        args.delay = Some(Duration::from_millis(at_ms.saturating_sub(now_ms)));
+    }
     let queue = client.queue(&args.queue)?;
     let mut events = track::subscribe_if(&client, &args.queue, args.wait).await?;
     let started = Instant::now();
