@@ -101,6 +101,21 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
+impl SentinelEndpoint {
+    /// The address of one sentinel, over TLS when the URL says so.
+    fn sentinel_addr(&self, (host, port): &(String, u16)) -> ConnectionAddr {
+        match self.tls {
+            Some(mode) => ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: mode == redis::TlsMode::Insecure,
+                tls_params: None,
+            },
+            None => ConnectionAddr::Tcp(host.clone(), *port),
+        }
+    }
+}
+
 /// The sentinel port when a host names none.
 const SENTINEL_PORT: u16 = 26379;
 
@@ -447,15 +462,10 @@ impl Topology {
 }
 
 fn sentinel_client(endpoint: &SentinelEndpoint) -> Result<SentinelClient> {
-    let addrs = endpoint.sentinels.iter().map(|(host, port)| match endpoint.tls {
-        Some(mode) => ConnectionAddr::TcpTls {
-            host: host.clone(),
-            port: *port,
-            insecure: mode == redis::TlsMode::Insecure,
-            tls_params: None,
-        },
-        None => ConnectionAddr::Tcp(host.clone(), *port),
-    });
+    let addrs = endpoint
+        .sentinels
+        .iter()
+        .map(|sentinel| endpoint.sentinel_addr(sentinel));
     let mut builder = SentinelClientBuilder::new(addrs, &endpoint.master, SentinelServerType::Master)?
         .set_client_to_redis_db(endpoint.db);
     if let Some(mode) = endpoint.tls {
@@ -494,17 +504,8 @@ async fn watch_sentinels(
     let mut backoff = Duration::from_millis(100);
     let mut next = 0usize;
     loop {
-        let (host, port) = endpoint.sentinels[next % endpoint.sentinels.len()].clone();
+        let addr = endpoint.sentinel_addr(&endpoint.sentinels[next % endpoint.sentinels.len()]);
         next += 1;
-        let addr = match endpoint.tls {
-            Some(mode) => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: mode == redis::TlsMode::Insecure,
-                tls_params: None,
-            },
-            None => ConnectionAddr::Tcp(host, port),
-        };
         let mut settings = redis::RedisConnectionInfo::default();
         if let Some(user) = &endpoint.sentinel_username {
             settings = settings.set_username(user);
@@ -785,13 +786,18 @@ enum Request<'a> {
     Pipeline(&'a redis::Pipeline, usize, usize),
 }
 
-/// Credentials the server (or a sentinel) refused.
-fn is_auth_error(e: &RedisError) -> bool {
+/// Credentials the server (or a sentinel) refused, or wants.
+pub(crate) fn is_auth_error(e: &RedisError) -> bool {
     e.kind() == ErrorKind::AuthenticationFailed
         || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
-        || ["NOAUTH", "WRONGPASS", "invalid password"]
-            .iter()
-            .any(|m| e.to_string().contains(m))
+        || [
+            "NOAUTH",
+            "WRONGPASS",
+            "invalid password",
+            "invalid username-password",
+        ]
+        .iter()
+        .any(|m| e.to_string().contains(m))
 }
 
 /// A write refused by a replica: the node was demoted (or is being).

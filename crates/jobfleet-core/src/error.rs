@@ -134,19 +134,9 @@ impl Error {
         match self {
             Error::InvalidUrl(_) => ConnectTrouble::BadUrl,
             Error::Redis(e) => {
-                let text = e.to_string();
                 if e.kind() == redis::ErrorKind::InvalidClientConfig {
                     ConnectTrouble::BadUrl
-                } else if e.kind() == redis::ErrorKind::AuthenticationFailed
-                    || [
-                        "NOAUTH",
-                        "WRONGPASS",
-                        "invalid password",
-                        "invalid username-password",
-                    ]
-                    .iter()
-                    .any(|m| text.contains(m))
-                {
+                } else if crate::connection::is_auth_error(e) {
                     ConnectTrouble::Credentials
                 } else if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() {
                     ConnectTrouble::Unreachable
