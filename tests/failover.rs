@@ -7,12 +7,11 @@
 mod util;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use jobfleet_testkit::SentinelGroup;
+use util::load::{Ledger, start_load};
 use util::{Fleet, Verdict, bin};
 
 fn group() -> MutexGuard<'static, SentinelGroup> {
@@ -23,98 +22,6 @@ fn group() -> MutexGuard<'static, SentinelGroup> {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     group.revive(Duration::from_secs(60));
     group
-}
-
-/// What a load of producers did: every id they were told was submitted,
-/// every id they tried, and when each acknowledgement came.
-#[derive(Debug, Default)]
-struct Ledger {
-    acknowledged: Vec<String>,
-    attempted: Vec<String>,
-    acked_at: Vec<Instant>,
-    refused_runs: usize,
-    /// What the first refused run said.
-    first_refusal: Option<String>,
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    ledger: Arc<Mutex<Ledger>>,
-    thread: JoinHandle<()>,
-}
-
-/// Starts a producer submitting batches of 20 `record` jobs to `queue`, one
-/// `jobfleet submit` per batch, each batch under its own idempotency key
-/// (so the id of every job tried is known) until stopped.
-fn start_load(url: &str, queue: &str, replicas: u32) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let (url, queue) = (url.to_string(), queue.to_string());
-    let (s, l) = (stop.clone(), ledger.clone());
-    let thread = std::thread::spawn(move || {
-        let mut batch = 0;
-        while !s.load(Ordering::SeqCst) {
-            batch += 1;
-            let key = format!("{queue}-{batch}");
-            let input: String = (1..=20).map(|i| format!("{{\"n\": {i}, \"ms\": 5}}\n")).collect();
-            let output = run_with_stdin(
-                Command::new(bin("jobfleet"))
-                    .args(["submit", "record", "--stdin", "-q", &queue, "--key", &key])
-                    .args(["--replicas", &replicas.to_string(), "--replica-timeout", "3s"])
-                    .env("JOBFLEET_REDIS", &url),
-                &input,
-            );
-            let printed = util::ids(&String::from_utf8_lossy(&output.stdout));
-            let mut ledger = l.lock().unwrap();
-            ledger.attempted.extend((1..=20).map(|i| format!("{key}-{i}")));
-            if !printed.is_empty() {
-                ledger.acked_at.push(Instant::now());
-            }
-            ledger.acknowledged.extend(printed);
-            if !output.status.success() {
-                ledger.refused_runs += 1;
-                if ledger.first_refusal.is_none() {
-                    ledger.first_refusal = Some(String::from_utf8_lossy(&output.stderr).into_owned());
-                }
-            }
-        }
-    });
-    Load { stop, ledger, thread }
-}
-
-impl Load {
-    fn acked_since(&self, t: Instant) -> usize {
-        self.ledger
-            .lock()
-            .unwrap()
-            .acked_at
-            .iter()
-            .filter(|a| **a > t)
-            .count()
-    }
-
-    fn finish(self) -> Ledger {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().expect("the producer thread");
-        Arc::try_unwrap(self.ledger)
-            .expect("one owner")
-            .into_inner()
-            .unwrap()
-    }
-}
-
-fn run_with_stdin(command: &mut Command, input: &str) -> std::process::Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn jobfleet");
-    use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    child.wait_with_output().expect("jobfleet")
 }
 
 /// How a failover is brought about.

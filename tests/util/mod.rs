@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use jobfleet_testkit::RedisServer;
 use serde_json::Value;
 
+pub mod load;
+
 /// The directory holding the built binaries (built once per test run).
 fn bin_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -6,17 +6,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::connection::{Conn, Mode, Topology};
+use crate::connection::{Conn, Delivery, Mode, Subscriber, Topology};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::job::{Job, JobState, validate_job_id};
-use crate::keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
+use crate::keys::{DEFAULT_PREFIX, GlobalKeys};
 use crate::queue::{Queue, QueueStats};
 use crate::scripts;
 
@@ -159,7 +158,7 @@ pub struct FleetStats {
 /// The Redis servers behind a client, as `stats` and the dashboard show them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopologyInfo {
-    /// `single` or `sentinel`.
+    /// `single`, `sentinel` or `cluster`.
     pub mode: String,
     /// The primary's address (`host:port`).
     pub primary: String,
@@ -172,6 +171,69 @@ pub struct TopologyInfo {
     pub offset: u64,
     /// Its replicas, as the primary sees them.
     pub replicas: Vec<ReplicaInfo>,
+    /// On a Cluster: every node, as `CLUSTER NODES` lists it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<ClusterNodeInfo>,
+}
+
+/// One node of a Redis Cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNodeInfo {
+    /// `host:port`.
+    pub addr: String,
+    /// `primary` or `replica`.
+    pub role: String,
+    /// Whether the cluster holds it failed.
+    pub failed: bool,
+    /// How many of the 16384 slots it serves (primaries).
+    pub slots: u32,
+    /// A replica's primary (`host:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
+}
+
+impl ClusterNodeInfo {
+    /// Reads `CLUSTER NODES` text.
+    fn parse_all(text: &str) -> Vec<ClusterNodeInfo> {
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|w| w.len() >= 8)
+            .collect();
+        let addr_of = |id: &str| {
+            rows.iter()
+                .find(|w| w[0] == id)
+                .map(|w| w[1].split('@').next().unwrap_or("").to_string())
+        };
+        let mut nodes: Vec<ClusterNodeInfo> = rows
+            .iter()
+            .map(|w| {
+                let flags: Vec<&str> = w[2].split(',').collect();
+                let slots = w[8..]
+                    .iter()
+                    .filter(|s| !s.starts_with('['))
+                    .map(|s| match s.split_once('-') {
+                        Some((a, b)) => b.parse::<u32>().unwrap_or(0) + 1 - a.parse::<u32>().unwrap_or(0),
+                        None => 1,
+                    })
+                    .sum();
+                ClusterNodeInfo {
+                    addr: w[1].split('@').next().unwrap_or("").to_string(),
+                    role: if flags.contains(&"master") {
+                        "primary"
+                    } else {
+                        "replica"
+                    }
+                    .into(),
+                    failed: flags.iter().any(|f| f.starts_with("fail")),
+                    slots,
+                    replica_of: (w[3] != "-").then(|| addr_of(w[3])).flatten(),
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| (&a.role, &a.addr).cmp(&(&b.role, &b.addr)));
+        nodes
+    }
 }
 
 /// One replica of the primary.
@@ -422,7 +484,7 @@ impl Client {
     /// (options `?sentinel_password=...&tls=true`) for a primary that
     /// Sentinel names; the client follows a failover by itself.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Client> {
-        let topology = Topology::open(url)?;
+        let topology = Topology::open(url).await?;
         // A WAIT may take its whole timeout: the reply must be allowed longer.
         let response_timeout = options
             .response_timeout
@@ -542,6 +604,24 @@ impl Client {
     /// Which servers this client talks to, and the replicas' lag (read from
     /// the primary's `INFO replication`).
     pub async fn topology(&self) -> Result<TopologyInfo> {
+        if self.topology.mode() == Mode::Cluster {
+            let text: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut self.conn())
+                .await?;
+            let nodes = ClusterNodeInfo::parse_all(&text);
+            let primaries: Vec<&str> = nodes
+                .iter()
+                .filter(|n| n.role == "primary" && !n.failed && n.slots > 0)
+                .map(|n| n.addr.as_str())
+                .collect();
+            return Ok(TopologyInfo {
+                mode: "cluster".into(),
+                primary: primaries.join(","),
+                nodes,
+                ..TopologyInfo::default()
+            });
+        }
         let info: String = redis::cmd("INFO")
             .arg("replication")
             .query_async(&mut self.conn())
@@ -554,6 +634,11 @@ impl Client {
             topology.sentinels = sentinels;
         }
         Ok(topology)
+    }
+
+    /// Whether this client's pub/sub is sharded (on a Redis Cluster).
+    pub fn sharded_pubsub(&self) -> bool {
+        self.topology.sharded_pubsub()
     }
 
     /// A handle on queue `name` (the name is validated).
@@ -638,25 +723,17 @@ impl Client {
         };
         let mut found: HashMap<String, String> = HashMap::new();
         for name in names {
-            let keys = self.queue(&name)?.keys().clone();
             // Every id in every queue: an id found twice is ambiguous.
-            let all: Vec<&String> = ids.iter().collect();
-            for chunk in all.chunks(1000) {
-                let mut pipe = redis::pipe();
-                for id in chunk {
-                    pipe.exists(keys.job(id));
+            let rows = self.queue(&name)?.fields_many(ids, &["state"]).await?;
+            for (id, row) in ids.iter().zip(rows) {
+                if row.is_none() {
+                    continue;
                 }
-                let exists: Vec<bool> = pipe.query_async(&mut self.conn()).await?;
-                for (id, exists) in chunk.iter().zip(exists) {
-                    if !exists {
-                        continue;
-                    }
-                    if let Some(first) = found.insert((*id).clone(), name.clone()) {
-                        return Err(Error::AmbiguousJob {
-                            id: (*id).clone(),
-                            queues: vec![first, name.clone()],
-                        });
-                    }
+                if let Some(first) = found.insert(id.clone(), name.clone()) {
+                    return Err(Error::AmbiguousJob {
+                        id: id.clone(),
+                        queues: vec![first, name.clone()],
+                    });
                 }
             }
         }
@@ -675,8 +752,8 @@ impl Client {
             let mut switched = topology.changes();
             loop {
                 switched.mark_unchanged();
-                match open_pubsub(&topology, &channels, &patterns).await {
-                    Ok(mut pubsub) => {
+                match open_subscriber(&topology, &channels, &patterns).await {
+                    Ok(mut subscriber) => {
                         if warned {
                             tracing::info!("pub/sub connection restored");
                         }
@@ -685,18 +762,19 @@ impl Client {
                         if !feeder.deliver(Feed::Subscribed) {
                             return;
                         }
-                        let mut stream = pubsub.on_message();
                         loop {
-                            let msg = tokio::select! {
-                                msg = stream.next() => msg,
+                            let delivery = tokio::select! {
+                                delivery = subscriber.next() => delivery,
                                 // A new primary: this connection may still
                                 // stand, but nothing is published here now.
                                 _ = switched.changed() => None,
                             };
-                            let Some(msg) = msg else { break };
-                            let feed = Feed::Message {
-                                channel: msg.get_channel_name().to_string(),
-                                payload: msg.get_payload().unwrap_or_default(),
+                            let feed = match delivery {
+                                None => break,
+                                Some(Delivery::Resubscribed) => Feed::Subscribed,
+                                Some(Delivery::Message { channel, payload }) => {
+                                    Feed::Message { channel, payload }
+                                }
                             };
                             if !feeder.deliver(feed) {
                                 return;
@@ -723,7 +801,7 @@ impl Client {
             Ok(Some(Feed::Subscribed)) => Ok(Subscription { rx, lagged, task }),
             _ => {
                 task.abort();
-                let pubsub = open_pubsub(&self.topology, &[], &[]).await;
+                let pubsub = open_subscriber(&self.topology, &[], &[]).await;
                 Err(match pubsub {
                     Err(e) => Error::Redis(e),
                     Ok(_) => Error::Protocol("could not subscribe".into()),
@@ -735,13 +813,22 @@ impl Client {
     /// Subscribes to the events of `queues` (every queue, present and
     /// future, when empty).
     pub async fn events(&self, queues: &[String]) -> Result<Subscription> {
+        if queues.is_empty() && self.topology.sharded_pubsub() {
+            // No sharded pattern subscriptions: every queue known now.
+            let names = self.queue_names().await?;
+            let mut channels = Vec::new();
+            for q in &names {
+                channels.extend(self.queue(q)?.event_channels().await?);
+            }
+            return self.subscribe(channels, vec![]).await;
+        }
         if queues.is_empty() {
             let pattern = format!("{}:{{*}}:events", self.prefix);
             return self.subscribe(vec![], vec![pattern]).await;
         }
         let mut channels = Vec::new();
         for q in queues {
-            channels.push(self.queue(q)?.keys().events.clone());
+            channels.extend(self.queue(q)?.event_channels().await?);
         }
         self.subscribe(channels, vec![]).await
     }
@@ -855,43 +942,39 @@ impl Client {
         }
         let (mut finals, mut absent) = (Vec::new(), Vec::new());
         for (q, ids) in by_queue {
-            let keys = QueueKeys::new(&self.prefix, q);
-            for chunk in ids.chunks(1000) {
-                let mut pipe = redis::pipe();
-                for id in chunk {
-                    pipe.cmd("HMGET")
-                        .arg(keys.job(id))
-                        .arg("state")
-                        .arg("result")
-                        .arg("error");
-                }
-                let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
-                    pipe.query_async(&mut self.conn()).await?;
-                for (id, (state, result, error)) in chunk.iter().zip(rows) {
-                    let Some(state) = state else {
-                        absent.push((q.clone(), id.to_string()));
-                        continue;
-                    };
-                    let kind = match JobState::parse(&state) {
-                        Some(JobState::Completed) => crate::EventKind::Completed,
-                        Some(JobState::Dead) => crate::EventKind::Dead,
-                        Some(JobState::Cancelled) => crate::EventKind::Cancelled,
-                        _ => continue,
-                    };
-                    finals.push(Event {
-                        id: id.to_string(),
-                        queue: q.clone(),
-                        task: String::new(),
-                        state: kind,
-                        attempt: 0,
-                        worker: String::new(),
-                        ms: 0,
-                        duration_ms: None,
-                        result: result.and_then(|r| serde_json::from_str(&r).ok()),
-                        error,
-                        run_at_ms: None,
-                    });
-                }
+            let ids: Vec<String> = ids.into_iter().cloned().collect();
+            let rows = self
+                .queue(q)?
+                .fields_many(&ids, &["state", "result", "error"])
+                .await?;
+            for (id, row) in ids.iter().zip(rows) {
+                let Some(row) = row else {
+                    absent.push((q.clone(), id.to_string()));
+                    continue;
+                };
+                let mut row = row.into_iter();
+                let (state, result, error) =
+                    (row.next().flatten(), row.next().flatten(), row.next().flatten());
+                let Some(state) = state else { continue };
+                let kind = match JobState::parse(&state) {
+                    Some(JobState::Completed) => crate::EventKind::Completed,
+                    Some(JobState::Dead) => crate::EventKind::Dead,
+                    Some(JobState::Cancelled) => crate::EventKind::Cancelled,
+                    _ => continue,
+                };
+                finals.push(Event {
+                    id: id.to_string(),
+                    queue: q.clone(),
+                    task: String::new(),
+                    state: kind,
+                    attempt: 0,
+                    worker: String::new(),
+                    ms: 0,
+                    duration_ms: None,
+                    result: result.and_then(|r| serde_json::from_str(&r).ok()),
+                    error,
+                    run_at_ms: None,
+                });
             }
         }
         Ok((finals, absent))
@@ -902,6 +985,7 @@ impl Client {
     pub async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<u64> {
         let queues = info.queues.join(",");
         Ok(scripts::WORKER_INFO
+            .on(self)
             .key(&self.global.workers)
             .key(self.global.worker(&info.id))
             .arg(&info.id)
@@ -1012,22 +1096,12 @@ fn finished_from(event: Event) -> Finished {
     }
 }
 
-async fn open_pubsub(
+async fn open_subscriber(
     topology: &Topology,
     channels: &[String],
     patterns: &[String],
-) -> redis::RedisResult<redis::aio::PubSub> {
-    let connect = async {
-        let mut pubsub = topology.primary().await?.get_async_pubsub().await?;
-        if !channels.is_empty() {
-            pubsub.subscribe(channels).await?;
-        }
-        if !patterns.is_empty() {
-            pubsub.psubscribe(patterns).await?;
-        }
-        Ok(pubsub)
-    };
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+) -> redis::RedisResult<Subscriber> {
+    match tokio::time::timeout(Duration::from_secs(5), topology.subscribe(channels, patterns)).await {
         Ok(result) => result,
         Err(_) => Err(redis::RedisError::from((
             redis::ErrorKind::Io,

@@ -12,6 +12,12 @@
 //!   the next command asks the sentinels again; a `+switch-master` notice
 //!   from any sentinel does the same before anything fails, and tells
 //!   subscriptions to resubscribe on the new primary.
+//! - **Redis Cluster** (a `redis://` URL of any node, found to be one by
+//!   `INFO cluster`, or several comma-separated seeds): the crate's async
+//!   cluster connection, which routes each command and script by its keys'
+//!   slot and follows `MOVED`, `ASK`, `TRYAGAIN` and failovers. Pub/sub is
+//!   sharded (`SSUBSCRIBE`), one cluster connection per slot of channels,
+//!   so the crate's replay after a reconnect is one command on one slot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,6 +25,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisFuture,
@@ -35,6 +43,9 @@ pub(crate) enum Endpoint {
     Single(String),
     /// A primary that Sentinel names.
     Sentinel(SentinelEndpoint),
+    /// Redis Cluster seed nodes, from `redis://host:port,host:port...`
+    /// (one URL per node, credentials and options copied to each).
+    Seeds(Vec<String>),
 }
 
 /// `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db][?sentinel_password=...&tls=true]`.
@@ -124,7 +135,7 @@ impl Endpoint {
     /// `redis` crate.
     pub(crate) fn parse(url: &str) -> Result<Endpoint> {
         let Some(rest) = url.strip_prefix("redis+sentinel://") else {
-            return Ok(Endpoint::Single(url.to_string()));
+            return parse_seeds(url);
         };
         let bad = |why: &str| {
             Error::InvalidUrl(format!(
@@ -223,6 +234,38 @@ impl Endpoint {
     }
 }
 
+/// `redis://[user:password@]host:port,host:port.../...`: one URL per seed;
+/// any other URL is one server (which may still be a Cluster node).
+fn parse_seeds(url: &str) -> Result<Endpoint> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(Endpoint::Single(url.to_string()));
+    };
+    if !matches!(scheme, "redis" | "rediss") {
+        return Ok(Endpoint::Single(url.to_string()));
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    if !hosts.contains(',') {
+        return Ok(Endpoint::Single(url.to_string()));
+    }
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|host| format!("{scheme}://{userinfo}{host}{tail}"))
+        .collect();
+    if seeds.is_empty() {
+        return Err(Error::InvalidUrl(
+            "no host; a Cluster URL reads redis://[user:password@]host:port[,host:port...]".into(),
+        ));
+    }
+    Ok(Endpoint::Seeds(seeds))
+}
+
 fn decode(text: &str) -> String {
     // Percent-decoding of a URL part; `+` is a plain character here.
     let bytes = text.as_bytes();
@@ -278,6 +321,10 @@ enum Kind {
         /// lands on `old` goes to `new` instead.
         switched: Mutex<Option<Switch>>,
     },
+    Cluster {
+        /// The seed nodes' URLs (any node serves: the rest is discovered).
+        seeds: Vec<String>,
+    },
 }
 
 /// A `+switch-master` announcement: from `old` to `new` (`host`, `port`).
@@ -306,6 +353,7 @@ impl std::fmt::Debug for Topology {
         match &self.kind {
             Kind::Single(client) => write!(f, "Topology::Single({})", client.get_connection_info().addr()),
             Kind::Sentinel { endpoint, .. } => write!(f, "Topology::Sentinel({endpoint:?})"),
+            Kind::Cluster { seeds } => write!(f, "Topology::Cluster({} seeds)", seeds.len()),
         }
     }
 }
@@ -315,14 +363,29 @@ impl std::fmt::Debug for Topology {
 pub(crate) enum Mode {
     Single,
     Sentinel { master: String, sentinels: usize },
+    Cluster,
 }
 
 impl Topology {
     /// Builds the topology for a URL; with Sentinel, starts watching the
     /// sentinels for failovers (the watch ends with the topology).
-    pub(crate) fn open(url: &str) -> Result<Arc<Topology>> {
+    pub(crate) async fn open(url: &str) -> Result<Arc<Topology>> {
         let kind = match Endpoint::parse(url)? {
-            Endpoint::Single(url) => Kind::Single(redis::Client::open(url.as_str())?),
+            Endpoint::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                if is_cluster_node(&client).await? {
+                    Kind::Cluster { seeds: vec![url] }
+                } else {
+                    Kind::Single(client)
+                }
+            }
+            Endpoint::Seeds(seeds) => {
+                for seed in &seeds {
+                    // Each must read as a URL; the crate says what is wrong.
+                    redis::Client::open(seed.as_str())?;
+                }
+                Kind::Cluster { seeds }
+            }
             Endpoint::Sentinel(endpoint) => {
                 let resolver = sentinel_client(&endpoint)?;
                 Kind::Sentinel {
@@ -353,6 +416,7 @@ impl Topology {
     pub(crate) async fn primary(&self) -> RedisResult<redis::Client> {
         match &self.kind {
             Kind::Single(client) => Ok(client.clone()),
+            Kind::Cluster { seeds } => redis::Client::open(seeds[0].as_str()),
             Kind::Sentinel {
                 resolver,
                 primary,
@@ -388,6 +452,7 @@ impl Topology {
         match &self.kind {
             Kind::Single(client) => Some(client.get_connection_info().addr().to_string()),
             Kind::Sentinel { primary, .. } => primary.lock().expect("poisoned").clone(),
+            Kind::Cluster { .. } => None,
         }
     }
 
@@ -398,7 +463,14 @@ impl Topology {
                 master: endpoint.master.clone(),
                 sentinels: endpoint.sentinels.len(),
             },
+            Kind::Cluster { .. } => Mode::Cluster,
         }
+    }
+
+    /// Whether pub/sub is sharded (`SPUBLISH`/`SSUBSCRIBE`): on a Cluster,
+    /// where a plain `PUBLISH` would be copied to every node.
+    pub(crate) fn sharded_pubsub(&self) -> bool {
+        matches!(self.kind, Kind::Cluster { .. })
     }
 
     /// Changes whenever the sentinels announce a new primary.
@@ -456,6 +528,180 @@ impl Topology {
                 // that no primary can be found.
                 failover.get(false).await?;
                 Ok(Conn(Inner::Sentinel(failover)))
+            }
+            Kind::Cluster { seeds } => {
+                let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                    .retries(retries.max(1) as u32)
+                    .connection_timeout(connection_timeout)
+                    .response_timeout(response_timeout)
+                    .build()?;
+                Ok(Conn(Inner::Cluster(client.get_async_connection().await?)))
+            }
+        }
+    }
+
+    /// Subscribes to `channels` and channel `patterns` (not on a Cluster,
+    /// where a sharded subscription takes channels only). Returns once the
+    /// server confirmed every subscription.
+    pub(crate) async fn subscribe(
+        &self,
+        channels: &[String],
+        patterns: &[String],
+    ) -> RedisResult<Subscriber> {
+        if let Kind::Cluster { seeds } = &self.kind {
+            if !patterns.is_empty() {
+                return Err(RedisError::from((
+                    ErrorKind::Client,
+                    "a Redis Cluster subscription takes channels, not patterns",
+                )));
+            }
+            return Subscriber::sharded(seeds, channels).await;
+        }
+        let mut pubsub = self.primary().await?.get_async_pubsub().await?;
+        if !channels.is_empty() {
+            pubsub.subscribe(channels).await?;
+        }
+        if !patterns.is_empty() {
+            pubsub.psubscribe(patterns).await?;
+        }
+        Ok(Subscriber::Plain(Box::pin(pubsub.into_on_message())))
+    }
+}
+
+/// Whether the server is a Redis Cluster node (`cluster_enabled:1`). A
+/// server that refuses `INFO` (some managed services do) is taken as one
+/// server; one that cannot be reached, or wants other credentials, fails.
+async fn is_cluster_node(client: &redis::Client) -> RedisResult<bool> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let info: RedisResult<String> = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await;
+    match info {
+        Ok(info) => Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1")),
+        Err(e) if is_auth_error(&e) || e.is_io_error() || e.is_timeout() => Err(e),
+        Err(_) => Ok(false),
+    }
+}
+
+/// What a subscription delivers.
+pub(crate) enum Delivery {
+    Message {
+        channel: String,
+        payload: String,
+    },
+    /// The subscription was made again (after a reconnect or a slot move):
+    /// messages may have been missed meanwhile.
+    Resubscribed,
+}
+
+/// A live subscription: a plain pub/sub connection, or sharded ones on a
+/// Cluster.
+pub(crate) enum Subscriber {
+    Plain(std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>),
+    Sharded(Box<Sharded>),
+}
+
+/// Sharded subscriptions: one cluster connection per slot of channels (the
+/// crate replays a connection's sharded subscriptions in one command, which
+/// must not span slots), their pushes on one queue.
+pub(crate) struct Sharded {
+    groups: Vec<(ClusterConnection, Vec<String>)>,
+    pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    /// Confirmations still to come for our own `SSUBSCRIBE`s, by channel;
+    /// any other confirmation is the crate resubscribing.
+    unconfirmed: std::collections::HashMap<String, usize>,
+}
+
+impl Subscriber {
+    async fn sharded(seeds: &[String], channels: &[String]) -> RedisResult<Subscriber> {
+        let mut by_slot: std::collections::HashMap<redis::cluster_routing::Slot, Vec<String>> =
+            std::collections::HashMap::new();
+        for channel in channels {
+            by_slot
+                .entry(redis::cluster_routing::Slot::for_key(channel.as_bytes()))
+                .or_default()
+                .push(channel.clone());
+        }
+        let (tx, pushes) = tokio::sync::mpsc::unbounded_channel();
+        let mut groups = Vec::new();
+        let mut unconfirmed = std::collections::HashMap::new();
+        for (_, channels) in by_slot {
+            let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(Duration::from_secs(5))
+                .push_sender(tx.clone())
+                .build()?;
+            let mut conn = client.get_async_connection().await?;
+            for channel in &channels {
+                *unconfirmed.entry(channel.clone()).or_insert(0) += 1;
+            }
+            conn.ssubscribe(&channels).await?;
+            groups.push((conn, channels));
+        }
+        Ok(Subscriber::Sharded(Box::new(Sharded {
+            groups,
+            pushes,
+            unconfirmed,
+        })))
+    }
+
+    /// The next message, or `None` when the subscription broke (open a new
+    /// one).
+    pub(crate) async fn next(&mut self) -> Option<Delivery> {
+        match self {
+            Subscriber::Plain(stream) => {
+                let msg = stream.next().await?;
+                Some(Delivery::Message {
+                    channel: msg.get_channel_name().to_string(),
+                    payload: msg.get_payload().unwrap_or_default(),
+                })
+            }
+            Subscriber::Sharded(sharded) => sharded.next().await,
+        }
+    }
+}
+
+impl Sharded {
+    async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            let push = self.pushes.recv().await?;
+            let text = |i: usize| match push.data.get(i) {
+                Some(v) => redis::from_redis_value_ref::<String>(v).ok(),
+                None => None,
+            };
+            match push.kind {
+                redis::PushKind::SMessage => {
+                    let (Some(channel), Some(payload)) = (text(0), text(1)) else {
+                        continue;
+                    };
+                    return Some(Delivery::Message { channel, payload });
+                }
+                redis::PushKind::SSubscribe => {
+                    let Some(channel) = text(0) else { continue };
+                    match self.unconfirmed.get_mut(&channel) {
+                        Some(n) if *n > 0 => *n -= 1,
+                        _ => return Some(Delivery::Resubscribed),
+                    }
+                }
+                // The server dropped the channel: its slot moved to another
+                // node. Subscribe again (routed to the new owner).
+                redis::PushKind::SUnsubscribe => {
+                    let Some(channel) = text(0) else { continue };
+                    let group = self.groups.iter_mut().find(|(_, chans)| chans.contains(&channel));
+                    let Some((conn, _)) = group else { continue };
+                    *self.unconfirmed.entry(channel.clone()).or_insert(0) += 1;
+                    if let Err(e) = conn.ssubscribe(&channel).await {
+                        tracing::debug!(error = %e, channel, "sharded resubscribe failed; reopening");
+                        return None;
+                    }
+                    return Some(Delivery::Resubscribed);
+                }
+                redis::PushKind::Disconnection => return Some(Delivery::Resubscribed),
+                _ => continue,
             }
         }
     }
@@ -604,6 +850,7 @@ pub struct Conn(Inner);
 enum Inner {
     Single(ConnectionManager),
     Sentinel(Arc<Failover>),
+    Cluster(ClusterConnection),
 }
 
 impl std::fmt::Debug for Conn {
@@ -611,6 +858,7 @@ impl std::fmt::Debug for Conn {
         match &self.0 {
             Inner::Single(_) => f.write_str("Conn::Single"),
             Inner::Sentinel(_) => f.write_str("Conn::Sentinel"),
+            Inner::Cluster(_) => f.write_str("Conn::Cluster"),
         }
     }
 }
@@ -818,6 +1066,7 @@ impl ConnectionLike for Conn {
                     Ok(reply.pop().unwrap_or(Value::Nil))
                 })
             }
+            Inner::Cluster(cluster) => cluster.req_packed_command(cmd),
         }
     }
 
@@ -833,6 +1082,7 @@ impl ConnectionLike for Conn {
                 let failover = failover.clone();
                 Box::pin(async move { failover.run(Request::Pipeline(pipeline, offset, count)).await })
             }
+            Inner::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -840,6 +1090,7 @@ impl ConnectionLike for Conn {
         match &self.0 {
             Inner::Single(manager) => manager.get_db(),
             Inner::Sentinel(failover) => failover.topology_db(),
+            Inner::Cluster(_) => 0,
         }
     }
 }
@@ -849,6 +1100,7 @@ impl Failover {
         match &self.topology.kind {
             Kind::Sentinel { endpoint, .. } => endpoint.db,
             Kind::Single(client) => client.get_connection_info().redis_settings().db(),
+            Kind::Cluster { .. } => 0,
         }
     }
 }

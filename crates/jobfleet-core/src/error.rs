@@ -11,6 +11,9 @@ pub enum Error {
     /// A queue name that would break the key schema.
     #[error("invalid queue name {0:?}: use 1 to 64 characters from letters, digits, '_', '-', '.' and ':'")]
     InvalidQueueName(String),
+    /// A shard count that cannot be set.
+    #[error("{0}")]
+    InvalidShards(String),
     /// A job id (idempotency key) that cannot be used.
     #[error("invalid job id {0:?}: use 1 to 200 characters without whitespace")]
     InvalidJobId(String),

@@ -195,6 +195,8 @@ pub struct ClaimedJob {
     pub id: String,
     /// The queue it came from.
     pub queue: String,
+    /// The queue shard it came from (0 in a queue of one shard).
+    pub shard: u32,
     /// Task name ('' when the stored record lacks one).
     pub task: String,
     /// Payload JSON text ('' when the stored record lacks one).

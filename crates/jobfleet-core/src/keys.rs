@@ -1,8 +1,9 @@
 //! The whole Redis key schema: every key jobfleet reads or writes is named here.
 //!
 //! Every per-queue key carries the queue name as a hash tag (`{queue}`), so
-//! all keys of one queue live in one Redis Cluster slot and every Lua script
-//! touches a single slot. Key names are a wire format (see `docs/PROTOCOL.md`):
+//! all keys of one queue shard live in one Redis Cluster slot and every Lua
+//! script touches a single slot. A queue of several shards has one tag per
+//! shard: `{queue}` for shard 0, `{queue#i}` for shard `i`. Key names are a wire format (see `docs/PROTOCOL.md`):
 //! changing one is a migration.
 
 /// The default key prefix.
@@ -31,14 +32,28 @@ pub struct QueueKeys {
     pub job_prefix: String,
     /// Prefix of the per-worker processing LISTs: `<processing_prefix><worker>`.
     pub processing_prefix: String,
+    /// HASH of the queue's settings (`shards`); shard 0's only.
+    pub meta: String,
 }
 
 impl QueueKeys {
     /// Builds every key of `queue` under `prefix`. The queue name must have
     /// been validated (see [`crate::validate_queue_name`]).
     pub fn new(prefix: &str, queue: &str) -> QueueKeys {
-        let base = format!("{prefix}:{{{queue}}}");
+        QueueKeys::shard(prefix, queue, 0)
+    }
+
+    /// The keys of shard `shard` of `queue`: shard 0's are [`QueueKeys::new`]'s
+    /// (a queue of one shard is today's layout), shard `i`'s carry the hash
+    /// tag `{queue#i}`, so shards land in different Cluster slots.
+    pub fn shard(prefix: &str, queue: &str, shard: u32) -> QueueKeys {
+        let base = if shard == 0 {
+            format!("{prefix}:{{{queue}}}")
+        } else {
+            format!("{prefix}:{{{queue}#{shard}}}")
+        };
         QueueKeys {
+            meta: format!("{base}:meta"),
             pending: format!("{base}:pending"),
             scheduled: format!("{base}:scheduled"),
             dead: format!("{base}:dead"),

@@ -44,7 +44,7 @@ pub mod scripts;
 pub mod task;
 
 pub use client::{
-    Client, ConnectOptions, Feed, Finished, FleetStats, Policy, ReplicaInfo, Replication,
+    Client, ClusterNodeInfo, ConnectOptions, Feed, Finished, FleetStats, Policy, ReplicaInfo, Replication,
     SUBSCRIPTION_BUFFER, Subscription, TopologyInfo, WaitReport, WorkerInfo,
 };
 pub use connection::{Conn, redact_url};
@@ -55,5 +55,7 @@ pub use job::{
     Job, JobSpec, JobState, MAX_DELAY, new_job_id, validate_job_id, validate_queue_name,
 };
 pub use keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
-pub use queue::{CancelOutcome, FailKind, FailOutcome, Queue, QueueStats, Recovered, Submitted};
+pub use queue::{
+    CancelOutcome, FailKind, FailOutcome, MAX_SHARDS, Queue, QueueStats, Recovered, Submitted, shard_of,
+};
 pub use task::{Handle, Task};

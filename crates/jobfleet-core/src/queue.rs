@@ -22,12 +22,51 @@ const SUBMIT_CHUNK: usize = 1000;
 /// Dead-set entries per retry or purge script call.
 const DEAD_CHUNK: usize = 1000;
 
+/// The most shards a queue may have.
+pub const MAX_SHARDS: u32 = 1024;
+
+/// How long a handle trusts the shard count it read (a raised count
+/// reaches every producer and worker within this).
+const SHARDS_TTL: Duration = Duration::from_secs(2);
+
 /// A handle on one queue. Cheap to clone; its keys are built once.
+///
+/// A queue has one shard or more (see [`Queue::set_shards`]): shard 0 has
+/// the `{queue}` hash tag, shard `i` the `{queue#i}` tag, so on a Redis
+/// Cluster the shards spread over the nodes. Whole-queue operations
+/// (submit, status, cancel, stats, the dead set) span every shard; the
+/// worker's transitions (claim, ack, fail, heartbeat, recover...) act on
+/// this handle's shard, shard 0 unless the handle came from
+/// [`Queue::shards`].
 #[derive(Debug, Clone)]
 pub struct Queue {
     client: Client,
     name: Arc<str>,
     keys: Arc<QueueKeys>,
+    shard: u32,
+    layout: Arc<Layout>,
+}
+
+/// What every handle on one queue shares: the shard count as last read, and
+/// the producer's round-robin position.
+#[derive(Debug)]
+struct Layout {
+    /// HASH of the queue's settings (`shards`), in shard 0's slot.
+    meta: String,
+    known: std::sync::Mutex<Option<(u32, tokio::time::Instant)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// The shard an idempotency key lands on among `shards`: FNV-1a (32 bit)
+/// of the id's bytes, modulo the count. Every producer, in any language,
+/// must agree on it (see `docs/PROTOCOL.md`).
+pub fn shard_of(id: &str, shards: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in id.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % shards.max(1)
 }
 
 /// What submitting one job did.
@@ -127,16 +166,129 @@ pub struct QueueStats {
     pub recovered: u64,
     /// Live workers serving this queue.
     pub workers: u64,
+    /// How many shards the queue has (in a shard's own stats: 1).
+    pub shards: u32,
+    /// Which shard these are (0 for a whole queue's).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shard: u32,
+    /// Each shard's own, when asked for ([`Queue::stats_by_shard`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_shard: Vec<QueueStats>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The shards to look for an id in: its key's shard first (where a job
+/// with an idempotency key lives), then the rest.
+fn probe_order(id: &str, shards: u32) -> impl Iterator<Item = u32> {
+    let first = shard_of(id, shards);
+    std::iter::once(first).chain((0..shards).filter(move |&s| s != first))
 }
 
 impl Queue {
     pub(crate) fn new(client: Client, name: &str) -> Result<Queue> {
         validate_queue_name(name)?;
+        let keys = QueueKeys::new(client.prefix(), name);
         Ok(Queue {
-            keys: Arc::new(QueueKeys::new(client.prefix(), name)),
+            layout: Arc::new(Layout {
+                meta: keys.meta.clone(),
+                known: std::sync::Mutex::new(None),
+                next: std::sync::atomic::AtomicU64::new(rand::random::<u32>() as u64),
+            }),
+            keys: Arc::new(keys),
             name: name.into(),
+            shard: 0,
             client,
         })
+    }
+
+    /// The handle on shard `shard` of this queue.
+    pub fn at_shard(&self, shard: u32) -> Queue {
+        Queue {
+            client: self.client.clone(),
+            name: self.name.clone(),
+            keys: Arc::new(QueueKeys::shard(self.client.prefix(), &self.name, shard)),
+            shard,
+            layout: self.layout.clone(),
+        }
+    }
+
+    /// Which shard this handle acts on.
+    pub fn shard(&self) -> u32 {
+        self.shard
+    }
+
+    /// How many shards the queue has (1 unless raised with
+    /// [`Queue::set_shards`]); read from Redis at most every 2 s.
+    pub async fn shard_count(&self) -> Result<u32> {
+        if let Some((n, at)) = *self.layout.known.lock().expect("poisoned")
+            && at.elapsed() < SHARDS_TTL
+        {
+            return Ok(n);
+        }
+        let n: Option<u32> = self.client.conn().hget(&self.layout.meta, "shards").await?;
+        let n = n.unwrap_or(1).clamp(1, MAX_SHARDS);
+        *self.layout.known.lock().expect("poisoned") = Some((n, tokio::time::Instant::now()));
+        Ok(n)
+    }
+
+    /// A handle on every shard, shard 0 first.
+    pub async fn shards(&self) -> Result<Vec<Queue>> {
+        let n = self.shard_count().await?;
+        Ok((0..n).map(|i| self.at_shard(i)).collect())
+    }
+
+    /// Sets the queue's shard count. It may only grow: a shard's jobs stay
+    /// where they are, and producers and workers take the new shards within
+    /// 2 s. Returns the count before.
+    pub async fn set_shards(&self, shards: u32) -> Result<u32> {
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(Error::InvalidShards(format!(
+                "{shards} shards: a queue has 1 to {MAX_SHARDS}"
+            )));
+        }
+        let before: u32 = scripts::SET_SHARDS
+            .on(&self.client)
+            .key(&self.layout.meta)
+            .arg(shards)
+            .invoke_async(&mut self.client.conn())
+            .await?;
+        if before > shards {
+            return Err(Error::InvalidShards(format!(
+                "queue {} has {before} shards; a shard count can only grow (its jobs live in every shard)",
+                self.name
+            )));
+        }
+        *self.layout.known.lock().expect("poisoned") = None;
+        self.client.register_queue(&self.name).await?;
+        Ok(before)
+    }
+
+    /// The events channel of every shard.
+    pub async fn event_channels(&self) -> Result<Vec<String>> {
+        Ok(self
+            .shards()
+            .await?
+            .into_iter()
+            .map(|q| q.keys.events.clone())
+            .collect())
+    }
+
+    /// The shard a new job goes to: its key's shard when it has an id (so an
+    /// idempotency key stays unique), else the next in turn.
+    fn place(&self, id: Option<&str>, shards: u32) -> u32 {
+        match id {
+            Some(id) => shard_of(id, shards),
+            None => {
+                let n = self
+                    .layout
+                    .next
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (n % shards as u64) as u32
+            }
+        }
     }
 
     /// The queue's name.
@@ -194,6 +346,88 @@ impl Queue {
             spec.validate(limit)?;
         }
         self.client.register_queue(&self.name).await?;
+        let shards = self.shard_count().await?;
+        if shards == 1 {
+            return self.at_shard(0).submit_to_shard(specs).await;
+        }
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); shards as usize];
+        for (i, spec) in specs.iter().enumerate() {
+            by_shard[self.place(spec.id.as_deref(), shards) as usize].push(i);
+        }
+        // Generated ids are made here, so a NotReplicated error names them.
+        let specs: Vec<JobSpec> = specs
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                s.id.get_or_insert_with(new_job_id);
+                s
+            })
+            .collect();
+        let calls = by_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, idx)| !idx.is_empty())
+            .map(|(shard, idx)| {
+                let part: Vec<JobSpec> = idx.iter().map(|&i| specs[i].clone()).collect();
+                let handle = self.at_shard(shard as u32);
+                async move { handle.submit_to_shard(&part).await }
+            });
+        let replies = futures_util::future::join_all(calls).await;
+        let mut out: Vec<Option<Submitted>> = vec![None; specs.len()];
+        let mut unconfirmed: Option<Error> = None;
+        for (reply, idx) in replies
+            .into_iter()
+            .zip(by_shard.iter().filter(|idx| !idx.is_empty()))
+        {
+            match reply {
+                Ok(submitted) => {
+                    for (s, &i) in submitted.into_iter().zip(idx) {
+                        out[i] = Some(s);
+                    }
+                }
+                Err(Error::NotReplicated {
+                    wanted,
+                    reached,
+                    timeout,
+                    ..
+                }) => {
+                    let reached = match &unconfirmed {
+                        Some(Error::NotReplicated { reached: r, .. }) => reached.min(*r),
+                        _ => reached,
+                    };
+                    unconfirmed = Some(Error::NotReplicated {
+                        wanted,
+                        reached,
+                        timeout,
+                        ids: Vec::new(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(Error::NotReplicated {
+            wanted,
+            reached,
+            timeout,
+            ..
+        }) = unconfirmed
+        {
+            // Every id of the batch: the caller resubmits them with their keys.
+            let ids = specs.iter().filter_map(|s| s.id.clone()).collect();
+            return Err(Error::NotReplicated {
+                wanted,
+                reached,
+                timeout,
+                ids,
+            });
+        }
+        out.into_iter()
+            .map(|s| s.ok_or_else(|| Error::Protocol("submit returned a short reply".into())))
+            .collect()
+    }
+
+    /// Submits to this handle's shard (specs already validated).
+    async fn submit_to_shard(&self, specs: &[JobSpec]) -> Result<Vec<Submitted>> {
         let ids: Vec<String> = specs
             .iter()
             .map(|s| s.id.clone().unwrap_or_else(new_job_id))
@@ -202,7 +436,7 @@ impl Queue {
             .chunks(SUBMIT_CHUNK)
             .zip(ids.chunks(SUBMIT_CHUNK))
             .map(|(specs, ids)| {
-                let mut inv = scripts::SUBMIT.prepare_invoke();
+                let mut inv = scripts::SUBMIT.on(&self.client).prepare_invoke();
                 inv.key(&self.keys.pending)
                     .key(&self.keys.scheduled)
                     .key(&self.keys.stats)
@@ -252,6 +486,7 @@ impl Queue {
     pub async fn claim(&self, worker: &str, n: usize) -> Result<Vec<ClaimedJob>> {
         let policy = self.client.policy();
         let reply: Vec<Value> = scripts::CLAIM
+            .on(&self.client)
             .key(&self.keys.pending)
             .key(self.keys.processing(worker))
             .key(&self.keys.workers)
@@ -282,6 +517,7 @@ impl Queue {
             jobs.push(ClaimedJob {
                 id: text(id),
                 queue: self.name.to_string(),
+                shard: self.shard,
                 task,
                 payload,
                 attempt: attempt.parse().unwrap_or(1),
@@ -296,7 +532,7 @@ impl Queue {
     /// each id with its result as JSON text. Returns, per job, whether the ack
     /// was applied (false: refused by the fence, the worker no longer held it).
     pub async fn ack(&self, worker: &str, results: &[(String, String)]) -> Result<Vec<bool>> {
-        let mut inv = scripts::ACK.prepare_invoke();
+        let mut inv = scripts::ACK.on(&self.client).prepare_invoke();
         inv.key(self.keys.processing(worker))
             .key(&self.keys.stats)
             .arg(worker)
@@ -316,7 +552,7 @@ impl Queue {
     pub async fn fail(&self, worker: &str, id: &str, error: &str, kind: FailKind) -> Result<FailOutcome> {
         let policy = self.client.policy();
         let jitter: f64 = rand::random::<f64>() * policy.backoff_jitter;
-        let mut inv = scripts::FAIL.prepare_invoke();
+        let mut inv = scripts::FAIL.on(&self.client).prepare_invoke();
         inv.key(self.keys.processing(worker))
             .key(&self.keys.scheduled)
             .key(&self.keys.dead)
@@ -354,6 +590,7 @@ impl Queue {
     /// Redis time, or `None` when a refresh found the worker recovered.
     pub async fn heartbeat(&self, worker: &str, register: bool) -> Result<Option<u64>> {
         let now: u64 = scripts::HEARTBEAT
+            .on(&self.client)
             .key(&self.keys.workers)
             .arg(worker)
             .arg(if register { "1" } else { "0" })
@@ -367,6 +604,7 @@ impl Queue {
     pub async fn recover(&self, dead_after: Duration) -> Result<Recovered> {
         let policy = self.client.policy();
         let reply: Vec<u64> = scripts::RECOVER
+            .on(&self.client)
             .key(&self.keys.workers)
             .key(&self.keys.pending)
             .key(&self.keys.dead)
@@ -397,6 +635,7 @@ impl Queue {
     /// Moves up to `limit` due jobs from scheduled to pending.
     pub async fn promote_due(&self, limit: usize) -> Result<u64> {
         Ok(scripts::PROMOTE
+            .on(&self.client)
             .key(&self.keys.scheduled)
             .key(&self.keys.pending)
             .arg(&self.keys.job_prefix)
@@ -410,6 +649,7 @@ impl Queue {
     /// counted); with `leave`, also removes the worker from the queue.
     pub async fn requeue(&self, worker: &str, leave: bool) -> Result<u64> {
         Ok(scripts::REQUEUE
+            .on(&self.client)
             .key(self.keys.processing(worker))
             .key(&self.keys.pending)
             .key(&self.keys.workers)
@@ -432,6 +672,7 @@ impl Queue {
     /// Returns how many were handed back.
     pub async fn reconcile(&self, worker: &str, held: &[String]) -> Result<u64> {
         Ok(scripts::RECONCILE
+            .on(&self.client)
             .key(self.keys.processing(worker))
             .key(&self.keys.pending)
             .key(&self.keys.stats)
@@ -464,7 +705,25 @@ impl Queue {
     /// no live worker serves it (see [`Client::forget_queue`], which also
     /// drops the name from the known queues).
     pub(crate) async fn forget(&self, live_within: Duration) -> Result<()> {
+        let shards = self.shards().await?;
+        // Every shard is checked before any is forgotten.
+        for shard in &shards {
+            let stats = shard.stats_here().await?;
+            if stats.pending + stats.scheduled + stats.active + stats.dead > 0 {
+                return shard.forget_here(live_within).await;
+            }
+        }
+        for shard in shards.iter().rev() {
+            shard.forget_here(live_within).await?;
+        }
+        let _: () = self.client.conn().del(&self.layout.meta).await?;
+        *self.layout.known.lock().expect("poisoned") = None;
+        Ok(())
+    }
+
+    async fn forget_here(&self, live_within: Duration) -> Result<()> {
         let reply: String = scripts::FORGET
+            .on(&self.client)
             .key(&self.keys.pending)
             .key(&self.keys.scheduled)
             .key(&self.keys.dead)
@@ -492,7 +751,23 @@ impl Queue {
     /// worker is told) when running.
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
         validate_job_id(id)?;
+        let shards = self.shard_count().await?;
+        if shards == 1 {
+            return self.at_shard(0).cancel_here(id).await;
+        }
+        for shard in probe_order(id, shards) {
+            let handle = self.at_shard(shard);
+            let exists: bool = self.client.conn().exists(handle.keys.job(id)).await?;
+            if exists {
+                return handle.cancel_here(id).await;
+            }
+        }
+        Ok(CancelOutcome::NotFound)
+    }
+
+    async fn cancel_here(&self, id: &str) -> Result<CancelOutcome> {
         let reply: String = scripts::CANCEL
+            .on(&self.client)
             .key(&self.keys.pending)
             .key(&self.keys.scheduled)
             .key(&self.keys.stats)
@@ -520,30 +795,111 @@ impl Queue {
     /// Reads one job, or `None` when this queue has no such job.
     pub async fn status(&self, id: &str) -> Result<Option<Job>> {
         validate_job_id(id)?;
-        let fields: HashMap<String, String> = self.client.conn().hgetall(self.keys.job(id)).await?;
-        Ok(Job::from_fields(id, &self.name, fields))
+        for shard in probe_order(id, self.shard_count().await?) {
+            let key = self.at_shard(shard).keys.job(id);
+            let fields: HashMap<String, String> = self.client.conn().hgetall(key).await?;
+            if let Some(job) = Job::from_fields(id, &self.name, fields) {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
     }
 
-    /// Reads many jobs in one pipelined round trip (missing ones are `None`).
+    /// Reads many jobs, a pipelined round trip per shard (missing ones are
+    /// `None`).
     pub async fn status_many(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut out: Vec<Option<Job>> = vec![None; ids.len()];
+        for shard in self.shards().await? {
+            let missing: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
+            if missing.is_empty() {
+                break;
+            }
+            for chunk in missing.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for &i in chunk {
+                    pipe.hgetall(shard.keys.job(&ids[i]));
+                }
+                let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.client.conn()).await?;
+                for (&i, fields) in chunk.iter().zip(all) {
+                    out[i] = Job::from_fields(&ids[i], &self.name, fields);
+                }
+            }
         }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.hgetall(self.keys.job(id));
-        }
-        let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.client.conn()).await?;
-        Ok(ids
-            .iter()
-            .zip(all)
-            .map(|(id, fields)| Job::from_fields(id, &self.name, fields))
-            .collect())
+        Ok(out)
     }
 
-    /// The queue's sizes and counters, read in one script call.
+    /// Reads `fields` of many jobs, a pipelined round trip per shard; `None`
+    /// for an id with no record.
+    pub async fn fields_many(
+        &self,
+        ids: &[String],
+        fields: &[&str],
+    ) -> Result<Vec<Option<Vec<Option<String>>>>> {
+        let mut out: Vec<Option<Vec<Option<String>>>> = vec![None; ids.len()];
+        for shard in self.shards().await? {
+            let missing: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
+            if missing.is_empty() {
+                break;
+            }
+            for chunk in missing.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for &i in chunk {
+                    // `created_ms` first: every record has it, so an absent
+                    // one means no record.
+                    pipe.cmd("HMGET")
+                        .arg(shard.keys.job(&ids[i]))
+                        .arg("created_ms")
+                        .arg(fields);
+                }
+                let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.client.conn()).await?;
+                for (&i, mut row) in chunk.iter().zip(rows) {
+                    let present =
+                        row.first().is_some_and(Option::is_some) || row.iter().skip(1).any(Option::is_some);
+                    if present {
+                        row.remove(0);
+                        out[i] = Some(row);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The queue's sizes and counters, summed over its shards (one script
+    /// call each).
     pub async fn stats(&self) -> Result<QueueStats> {
+        let shards = self.stats_by_shard().await?;
+        let mut total = QueueStats {
+            name: self.name.to_string(),
+            ..QueueStats::default()
+        };
+        for s in &shards {
+            total.pending += s.pending;
+            total.scheduled += s.scheduled;
+            total.active += s.active;
+            total.dead += s.dead;
+            total.completed += s.completed;
+            total.failed += s.failed;
+            total.retried += s.retried;
+            total.cancelled += s.cancelled;
+            total.submitted += s.submitted;
+            total.recovered += s.recovered;
+            // A worker serves every shard: counted once.
+            total.workers = total.workers.max(s.workers);
+        }
+        total.shards = shards.len() as u32;
+        Ok(total)
+    }
+
+    /// The sizes and counters of each shard, shard 0 first.
+    pub async fn stats_by_shard(&self) -> Result<Vec<QueueStats>> {
+        let handles = self.shards().await?;
+        try_join_all(handles.iter().map(|q| q.stats_here())).await
+    }
+
+    async fn stats_here(&self) -> Result<QueueStats> {
         let reply: Vec<Value> = scripts::STATS
+            .on(&self.client)
             .key(&self.keys.pending)
             .key(&self.keys.scheduled)
             .key(&self.keys.dead)
@@ -556,6 +912,8 @@ impl Queue {
         let mut num = || fields.next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
         let mut stats = QueueStats {
             name: self.name.to_string(),
+            shard: self.shard,
+            shards: 1,
             pending: num(),
             scheduled: num(),
             dead: num(),
@@ -580,19 +938,53 @@ impl Queue {
 
     /// The most recently buried jobs, newest first, at most `limit`.
     pub async fn dead_list(&self, limit: usize) -> Result<Vec<Job>> {
-        let ids: Vec<String> = self
-            .client
-            .conn()
-            .zrevrange(&self.keys.dead, 0, limit as isize - 1)
-            .await?;
-        Ok(self.status_many(&ids).await?.into_iter().flatten().collect())
+        let mut all = Vec::new();
+        for shard in self.shards().await? {
+            let ids: Vec<String> = self
+                .client
+                .conn()
+                .zrevrange(&shard.keys.dead, 0, limit as isize - 1)
+                .await?;
+            let jobs = shard.at_shard_status_many(&ids).await?;
+            all.extend(jobs.into_iter().flatten());
+        }
+        all.sort_by_key(|j: &Job| std::cmp::Reverse(j.finished_ms));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// [`Queue::status_many`] in this handle's shard only.
+    async fn at_shard_status_many(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.hgetall(self.keys.job(id));
+            }
+            let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.client.conn()).await?;
+            out.extend(
+                chunk
+                    .iter()
+                    .zip(all)
+                    .map(|(id, f)| Job::from_fields(id, &self.name, f)),
+            );
+        }
+        Ok(out)
     }
 
     /// Gives dead jobs (all when `ids` is empty) a fresh set of attempts.
     /// Only records still dead are retried. Works in chunks of 1,000, one
     /// script call each, so a large dead set never blocks Redis for long.
     pub async fn dead_retry(&self, ids: &[String]) -> Result<u64> {
-        self.dead_chunks(&scripts::DEAD_RETRY, ids, |inv| {
+        let mut total = 0;
+        for shard in self.shards().await? {
+            total += shard.dead_retry_here(ids).await?;
+        }
+        Ok(total)
+    }
+
+    async fn dead_retry_here(&self, ids: &[String]) -> Result<u64> {
+        self.dead_chunks(scripts::DEAD_RETRY.on(&self.client), ids, |inv| {
             inv.key(&self.keys.dead)
                 .key(&self.keys.pending)
                 .arg(&self.keys.job_prefix)
@@ -604,7 +996,15 @@ impl Queue {
     /// Deletes dead jobs (all when `ids` is empty) for good, in chunks like
     /// [`Queue::dead_retry`]. Only records still dead are deleted.
     pub async fn dead_purge(&self, ids: &[String]) -> Result<u64> {
-        self.dead_chunks(&scripts::DEAD_PURGE, ids, |inv| {
+        let mut total = 0;
+        for shard in self.shards().await? {
+            total += shard.dead_purge_here(ids).await?;
+        }
+        Ok(total)
+    }
+
+    async fn dead_purge_here(&self, ids: &[String]) -> Result<u64> {
+        self.dead_chunks(scripts::DEAD_PURGE.on(&self.client), ids, |inv| {
             inv.key(&self.keys.dead).arg(&self.keys.job_prefix);
         })
         .await

@@ -2,16 +2,53 @@
 //! helpers) followed by the transition's own file; the header of each file
 //! lists its KEYS, ARGV and return value.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use redis::Script;
+
+use crate::Client;
+
+/// The line of `common.lua` that names the publish command. On a Redis
+/// Cluster it reads `SPUBLISH` instead (sharded pub/sub: a message stays on
+/// the channel's shard instead of being copied to every node).
+pub const PUBLISH_LINE: &str = "local PUBLISH = 'PUBLISH'";
+
+/// [`PUBLISH_LINE`] as a Cluster runs it.
+pub const SHARDED_PUBLISH_LINE: &str = "local PUBLISH = 'SPUBLISH'";
+
+/// One transition, in its two forms: plain pub/sub and sharded pub/sub.
+pub(crate) struct Transition {
+    source: &'static str,
+    plain: OnceLock<Script>,
+    sharded: OnceLock<Script>,
+}
+
+impl Transition {
+    const fn new(source: &'static str) -> Transition {
+        Transition {
+            source,
+            plain: OnceLock::new(),
+            sharded: OnceLock::new(),
+        }
+    }
+
+    /// The form `client`'s topology runs.
+    pub(crate) fn on(&self, client: &Client) -> &Script {
+        if client.sharded_pubsub() {
+            self.sharded
+                .get_or_init(|| Script::new(&self.source.replacen(PUBLISH_LINE, SHARDED_PUBLISH_LINE, 1)))
+        } else {
+            self.plain.get_or_init(|| Script::new(self.source))
+        }
+    }
+}
 
 macro_rules! scripts {
     ($($name:ident => $file:literal),* $(,)?) => {
         $(
-            pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
-                Script::new(concat!(include_str!("scripts/common.lua"), include_str!(concat!("scripts/", $file))))
-            });
+            pub(crate) static $name: Transition = Transition::new(
+                concat!(include_str!("scripts/common.lua"), include_str!(concat!("scripts/", $file)))
+            );
         )*
 
         /// Every script as it is sent to Redis (`common.lua` then the
@@ -39,4 +76,5 @@ scripts! {
     STATS => "stats.lua",
     WORKER_INFO => "worker_info.lua",
     FORGET => "forget.lua",
+    SET_SHARDS => "set_shards.lua",
 }

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod proxy;
 mod sentinel;
 
+pub use cluster::{ClusterNode, RedisCluster, redis_cli_binary};
 pub use proxy::Proxy;
 pub use sentinel::{SentinelGroup, role};
 
@@ -30,6 +32,9 @@ pub struct RedisOptions {
     pub tls: bool,
     /// Start as a replica of the server on this loopback port.
     pub replica_of: Option<u16>,
+    /// Start as a Redis Cluster node (`--cluster-enabled yes`, its
+    /// `nodes.conf` in its own directory); see [`RedisCluster`].
+    pub cluster: bool,
 }
 
 /// A private `redis-server` process; killed (and its files removed) on drop.
@@ -282,6 +287,10 @@ fn spawn(port: u16, dir: &Path, options: &RedisOptions) -> Result<Child, String>
         .stderr(Stdio::null());
     if let Some(primary) = options.replica_of {
         command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+    }
+    if options.cluster {
+        command.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+        command.args(["--cluster-node-timeout", &cluster::NODE_TIMEOUT_MS.to_string()]);
     }
     if options.aof {
         command.args(["--appendonly", "yes", "--appendfsync", "always"]);

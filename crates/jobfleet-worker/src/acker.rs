@@ -51,11 +51,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Don
 /// stays in `batch`.
 async fn write(shared: &Shared, batch: &mut Vec<Done>, retrying: bool) -> jobfleet_core::Result<()> {
     // Completions, grouped by (queue, worker), one script call per group.
-    let mut groups: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    let mut groups: HashMap<(String, u32, String), Vec<usize>> = HashMap::new();
     for (i, done) in batch.iter().enumerate() {
         if matches!(done.outcome, Outcome::Completed(_)) {
             groups
-                .entry((done.job.queue.clone(), done.worker.clone()))
+                .entry((done.job.queue.clone(), done.job.shard, done.worker.clone()))
                 .or_default()
                 .push(i);
         }
@@ -63,8 +63,8 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>, retrying: bool) -> jobfle
     let mut written = vec![false; batch.len()];
     let mut refusals = Vec::new();
     let result = async {
-        for ((queue, worker), indices) in &groups {
-            let q = queue_handle(shared, queue)?;
+        for ((queue, shard, worker), indices) in &groups {
+            let q = shared.shard(queue, *shard)?;
             let results: Vec<(String, String)> = indices
                 .iter()
                 .map(|&i| match &batch[i].outcome {
@@ -87,7 +87,7 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>, retrying: bool) -> jobfle
         }
         for (i, done) in batch.iter().enumerate() {
             let Outcome::Failed(kind, message) = &done.outcome else { continue };
-            let q = queue_handle(shared, &done.job.queue)?;
+            let q = shared.shard(&done.job.queue, done.job.shard)?;
             let started = std::time::Instant::now();
             let outcome = q.fail(&done.worker, &done.job.id, message, *kind).await?;
             crate::metrics::redis_call("fail", started.elapsed());
@@ -134,21 +134,13 @@ async fn write(shared: &Shared, batch: &mut Vec<Done>, retrying: bool) -> jobfle
     result
 }
 
-fn queue_handle<'a>(shared: &'a Shared, name: &str) -> jobfleet_core::Result<&'a jobfleet_core::Queue> {
-    shared
-        .queues
-        .iter()
-        .find(|q| q.name() == name)
-        .ok_or_else(|| jobfleet_core::Error::Protocol(format!("claimed from unknown queue {name}")))
-}
-
 /// Reports an outcome the fence refused. When retrying after a failed
 /// write, the refusal may be our own earlier write whose reply was lost: the
 /// job's record then shows this worker's outcome, and there is nothing to say.
 async fn refused(shared: &Shared, done: &Done, retrying: bool) {
     let (queue, id) = (&done.job.queue, &done.job.id);
     if retrying
-        && let Ok(q) = queue_handle(shared, queue)
+        && let Ok(q) = shared.shard(queue, done.job.shard)
         && let Ok(Some(job)) = q.status(id).await
         && job.worker.as_deref() == Some(done.worker.as_str())
         && job.state != jobfleet_core::JobState::Active

@@ -193,15 +193,32 @@ fn start(
     }
 }
 
+/// The shard handles in priority order, each queue's shards rotated to
+/// start at a random one.
+fn claim_order(queues: &[jobfleet_core::Queue]) -> Vec<jobfleet_core::Queue> {
+    let mut order = Vec::with_capacity(queues.len());
+    let mut start = 0;
+    while start < queues.len() {
+        let name = queues[start].name();
+        let end = start + queues[start..].iter().take_while(|q| q.name() == name).count();
+        let group = &queues[start..end];
+        let first = rand::random_range(0..group.len());
+        order.extend(group[first..].iter().chain(&group[..first]).cloned());
+        start = end;
+    }
+    order
+}
+
 /// Hands back whatever our processing lists hold that we do not know of,
 /// under the current id and under retired ones; a retired id that holds
 /// nothing any more leaves the queues.
 async fn reconcile(shared: &Shared) -> jobfleet_core::Result<()> {
     let current = shared.id();
     let retired: Vec<String> = shared.retired.lock().expect("poisoned").clone();
+    let queues = shared.queues();
     for worker in std::iter::once(&current).chain(&retired) {
         let mut holds = false;
-        for q in &shared.queues {
+        for q in queues.iter() {
             let held = shared.held_in(q.name(), worker);
             holds |= !held.is_empty();
             let n = q.reconcile(worker, &held).await?;
@@ -215,7 +232,7 @@ async fn reconcile(shared: &Shared) -> jobfleet_core::Result<()> {
             }
         }
         if *worker != current && !holds {
-            for q in &shared.queues {
+            for q in queues.iter() {
                 q.requeue(worker, true).await?;
             }
             shared.retired.lock().expect("poisoned").retain(|r| r != worker);
@@ -224,7 +241,8 @@ async fn reconcile(shared: &Shared) -> jobfleet_core::Result<()> {
     Ok(())
 }
 
-/// Claims up to `n` jobs across the queues in priority order. A refusal or
+/// Claims up to `n` jobs across the queues in priority order. The shards of
+/// one queue are tried from a random one on, so none starves. A refusal or
 /// an error from a later queue keeps what earlier ones gave.
 async fn claim(shared: &Shared, n: usize) -> jobfleet_core::Result<Claim> {
     let mut claim = Claim {
@@ -233,7 +251,7 @@ async fn claim(shared: &Shared, n: usize) -> jobfleet_core::Result<Claim> {
         recovered: false,
         failed: None,
     };
-    for q in &shared.queues {
+    for q in claim_order(&shared.queues()) {
         let started = std::time::Instant::now();
         match q.claim(&claim.worker, n - claim.jobs.len()).await {
             Ok(jobs) => claim.jobs.extend(jobs),

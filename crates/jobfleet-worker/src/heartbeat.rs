@@ -2,6 +2,8 @@
 //! set and its description, on a timer independent of task load. A refresh
 //! that finds the entry gone means the fleet declared this worker dead.
 //! Ids retired by a re-registration are refreshed too while they hold jobs.
+//! Each beat also reads the queues' shard counts, so a raised count is
+//! served within one heartbeat.
 
 use std::sync::Arc;
 
@@ -32,7 +34,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 async fn beat(shared: &Shared) -> jobfleet_core::Result<()> {
     let id = shared.id();
     let mut recovered = false;
-    for q in &shared.queues {
+    shared.refresh_shards().await?;
+    let queues = shared.queues();
+    for q in queues.iter() {
         recovered |= q.heartbeat(&id, false).await?.is_none();
     }
     // Ids retired by a re-registration still hold jobs in queues where they
@@ -40,7 +44,7 @@ async fn beat(shared: &Shared) -> jobfleet_core::Result<()> {
     // (the claim loop's reconcile retires them for good).
     let retired: Vec<String> = shared.retired.lock().expect("poisoned").clone();
     for old in &retired {
-        for q in &shared.queues {
+        for q in queues.iter() {
             q.heartbeat(old, false).await?;
         }
     }

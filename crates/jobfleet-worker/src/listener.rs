@@ -15,10 +15,22 @@ use tokio_util::sync::CancellationToken;
 use crate::worker::Shared;
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut layout = shared.layout.subscribe();
+    loop {
+        layout.mark_unchanged();
+        tokio::select! {
+            _ = listen(&shared, &stop) => return,
+            // A queue's shard count grew: subscribe to its new shards too.
+            _ = layout.changed() => {}
+        }
+    }
+}
+
+async fn listen(shared: &Arc<Shared>, stop: &CancellationToken) {
     let mut channels = Vec::new();
     // Control channel -> its queue: a cancel names an id within one queue.
     let mut control: HashMap<String, String> = HashMap::new();
-    for q in &shared.queues {
+    for q in shared.queues().iter() {
         channels.push(q.keys().notify.clone());
         channels.push(q.keys().control.clone());
         control.insert(q.keys().control.clone(), q.name().to_string());
@@ -49,13 +61,13 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 shared.reconcile_due.store(true, Ordering::Release);
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = recheck_cancels(&shared) => {}
+                    _ = recheck_cancels(shared) => {}
                 }
             }
             Some(Feed::Message { channel, payload }) => match control.get(&channel) {
                 Some(queue) => {
                     if let Some(id) = payload.strip_prefix("cancel ") {
-                        cancel(&shared, queue, id);
+                        cancel(shared, queue, id);
                     }
                 }
                 None => shared.wake.notify_one(),
@@ -80,7 +92,7 @@ fn cancel(shared: &Shared, queue: &str, id: &str) {
 /// Cancel messages published while we were not subscribed are lost: read
 /// the running jobs' cancel flags instead (retried until Redis answers).
 async fn recheck_cancels(shared: &Shared) {
-    for q in &shared.queues {
+    for q in shared.queues().iter() {
         let ids: Vec<String> = {
             let running = shared.running.lock().expect("poisoned");
             running

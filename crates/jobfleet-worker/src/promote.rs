@@ -18,7 +18,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(shared.config.promote_interval) => {}
         }
-        'queues: for q in &shared.queues {
+        'queues: for q in shared.queues().iter() {
             loop {
                 match q.promote_due(BATCH).await {
                     Ok(moved) => {

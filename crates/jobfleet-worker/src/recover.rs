@@ -18,7 +18,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
-        for q in &shared.queues {
+        for q in shared.queues().iter() {
             match q.recover(shared.config.dead_after).await {
                 Ok(r) => {
                     outage.ok();

@@ -142,7 +142,14 @@ pub(crate) type JobRef = (String, String);
 /// What every part of a running worker shares.
 pub(crate) struct Shared {
     pub(crate) client: Client,
-    pub(crate) queues: Vec<Queue>,
+    /// The queues served, one handle each, in priority order.
+    logical: Vec<Queue>,
+    /// A handle per shard of every queue served, in priority order (the
+    /// shards of one queue side by side); replaced when a queue's shard
+    /// count grows.
+    queues: RwLock<Arc<Vec<Queue>>>,
+    /// Bumped when `queues` is replaced (the listener resubscribes).
+    pub(crate) layout: tokio::sync::watch::Sender<u64>,
     pub(crate) config: Config,
     pub(crate) registry: Registry,
     /// The worker's current id; replaced when the fleet declared it dead.
@@ -172,6 +179,47 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn id(&self) -> String {
         self.identity.read().expect("poisoned").clone()
+    }
+
+    /// A handle per shard of every queue served, in priority order.
+    pub(crate) fn queues(&self) -> Arc<Vec<Queue>> {
+        self.queues.read().expect("poisoned").clone()
+    }
+
+    /// The handle on shard `shard` of queue `name`.
+    pub(crate) fn shard(&self, name: &str, shard: u32) -> jobfleet_core::Result<Queue> {
+        self.queues()
+            .iter()
+            .find(|q| q.name() == name && q.shard() == shard)
+            .cloned()
+            .ok_or_else(|| {
+                jobfleet_core::Error::Protocol(format!("claimed from unknown queue {name} shard {shard}"))
+            })
+    }
+
+    /// Reads each queue's shard count; when one grew, registers this worker
+    /// on the new shards and serves them from now on.
+    pub(crate) async fn refresh_shards(&self) -> jobfleet_core::Result<()> {
+        let layout = shard_layout(&self.logical).await?;
+        let current = self.queues();
+        if layout.len() == current.len() {
+            return Ok(());
+        }
+        let id = self.id();
+        for q in layout.iter().filter(|q| {
+            !current
+                .iter()
+                .any(|c| c.name() == q.name() && c.shard() == q.shard())
+        }) {
+            q.heartbeat(&id, true).await?;
+        }
+        for q in &self.logical {
+            let n = layout.iter().filter(|s| s.name() == q.name()).count();
+            tracing::info!(queue = q.name(), shards = n, "serving the queue's shards");
+        }
+        *self.queues.write().expect("poisoned") = Arc::new(layout);
+        self.layout.send_modify(|n| *n += 1);
+        Ok(())
     }
 
     /// The ids of `queue`'s jobs held under `worker`.
@@ -205,7 +253,7 @@ impl Shared {
     /// Registers the current id in every queue and publishes the description.
     pub(crate) async fn register(&self) -> jobfleet_core::Result<()> {
         let id = self.id();
-        for q in &self.queues {
+        for q in self.queues().iter() {
             q.heartbeat(&id, true).await?;
         }
         let now = self
@@ -286,11 +334,12 @@ pub async fn run(
         return Ok(());
     };
     warn_about_durability(&client).await;
-    let queues = config
+    let logical = config
         .queues
         .iter()
         .map(|q| client.queue(q))
         .collect::<Result<Vec<_>, _>>()?;
+    let queues = shard_layout(&logical).await?;
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());
@@ -298,7 +347,9 @@ pub async fn run(
         identity: RwLock::new(new_worker_id(&host)),
         host,
         client,
-        queues,
+        logical,
+        queues: RwLock::new(Arc::new(queues)),
+        layout: tokio::sync::watch::Sender::new(0),
         registry,
         config,
         reregistering: tokio::sync::Mutex::new(()),
@@ -362,7 +413,7 @@ pub async fn run(
     let id = shared.id();
     let retired = shared.retired.lock().expect("poisoned").clone();
     for worker in std::iter::once(&id).chain(&retired) {
-        for q in &shared.queues {
+        for q in shared.queues().iter() {
             match q.requeue(worker, true).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(queue = q.name(), jobs = n, "handed unfinished jobs back"),
@@ -373,6 +424,15 @@ pub async fn run(
     let _ = shared.client.remove_worker_info(&id).await;
     tracing::info!(worker = %id, processed = shared.processed.load(Ordering::Relaxed), "worker stopped");
     Ok(())
+}
+
+/// A handle per shard of each queue, in the queues' order.
+async fn shard_layout(queues: &[Queue]) -> jobfleet_core::Result<Vec<Queue>> {
+    let mut layout = Vec::new();
+    for q in queues {
+        layout.extend(q.shards().await?);
+    }
+    Ok(layout)
 }
 
 /// Warns at start-up when Redis is set up to lose jobs: keys it may evict,

@@ -1,4 +1,4 @@
-//! `jobfleet queue forget`: commands about whole queues.
+//! `jobfleet queue create|show|forget`: commands about whole queues.
 
 use std::time::Duration;
 
@@ -16,6 +16,24 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Action {
+    /// Create a queue, or raise its shard count. A queue of N shards spreads its jobs over N
+    /// hash slots (on a Redis Cluster: over the nodes); producers and workers pick the count
+    /// up by themselves within seconds. The count can only grow.
+    Create {
+        /// The queue.
+        name: String,
+        /// How many shards (1 to 1024).
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+    },
+    /// Show a queue: its shard count and its sizes.
+    Show {
+        /// The queue.
+        name: String,
+        /// JSON: the queue's stats with a `by_shard` list.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget a queue that is empty and no worker serves: its counters go, and it leaves `stats`.
     /// Refused (exit 3) while it holds any job or a live worker serves it.
     Forget {
@@ -29,6 +47,46 @@ enum Action {
 
 pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
     match args.action {
+        Action::Create { name, shards } => {
+            jobfleet_core::validate_queue_name(&name)?;
+            let client = target.connect().await?;
+            let before = client.queue(&name)?.set_shards(shards).await?;
+            if before == shards {
+                outln!("queue {name}: {shards} shard(s), unchanged")?;
+            } else {
+                outln!("queue {name}: {shards} shard(s) (was {before})")?;
+            }
+        }
+        Action::Show { name, json } => {
+            jobfleet_core::validate_queue_name(&name)?;
+            let client = target.connect().await?;
+            let queue = client.queue(&name)?;
+            let mut stats = queue.stats().await?;
+            stats.by_shard = queue.stats_by_shard().await?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&stats)?)?;
+            } else {
+                outln!("queue {name}")?;
+                outln!("  shards     {}", stats.shards)?;
+                outln!("  pending    {}", stats.pending)?;
+                outln!("  scheduled  {}", stats.scheduled)?;
+                outln!("  active     {}", stats.active)?;
+                outln!("  dead       {}", stats.dead)?;
+                outln!("  completed  {}", stats.completed)?;
+                outln!("  workers    {}", stats.workers)?;
+                if stats.shards > 1 {
+                    outln!(
+                        "  per shard (pending/active/completed): {}",
+                        stats
+                            .by_shard
+                            .iter()
+                            .map(|s| format!("#{} {}/{}/{}", s.shard, s.pending, s.active, s.completed))
+                            .collect::<Vec<_>>()
+                            .join("  ")
+                    )?;
+                }
+            }
+        }
         Action::Forget { name, live_within } => {
             jobfleet_core::validate_queue_name(&name)?;
             let client = target.connect().await?;

@@ -19,6 +19,9 @@ pub struct StatsArgs {
     /// Refresh every second until Ctrl-C.
     #[arg(long, conflicts_with = "json")]
     watch: bool,
+    /// Also each shard of a sharded queue (a `Q#i` row; in JSON, `by_shard`).
+    #[arg(long)]
+    shards: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -33,19 +36,27 @@ pub async fn stats(target: &Target, args: StatsArgs) -> anyhow::Result<Outcome> 
     for q in &args.queues {
         jobfleet_core::validate_queue_name(q)?;
     }
+    let read = || async {
+        let mut stats = client.stats(&args.queues).await?;
+        if args.shards {
+            for q in &mut stats.queues {
+                if q.shards > 1 {
+                    q.by_shard = client.queue(&q.name)?.stats_by_shard().await?;
+                }
+            }
+        }
+        anyhow::Ok(stats)
+    };
     if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&client.stats(&args.queues).await?)?
-        )?;
+        outln!("{}", serde_json::to_string_pretty(&read().await?)?)?;
         return Ok(Outcome::Success);
     }
     if !args.watch {
-        out!("{}", render(&client, &client.stats(&args.queues).await?).await)?;
+        out!("{}", render(&client, &read().await?).await)?;
         return Ok(Outcome::Success);
     }
     loop {
-        let view = render(&client, &client.stats(&args.queues).await?).await;
+        let view = render(&client, &read().await?).await;
         // Clear the screen and home the cursor, then draw.
         out!("\x1b[2J\x1b[H{view}")?;
         tokio::select! {
@@ -70,7 +81,15 @@ async fn render(client: &Client, stats: &FleetStats) -> String {
     let rows: Vec<Vec<String>> = stats
         .queues
         .iter()
-        .map(|q| {
+        .flat_map(|q| {
+            let name = match q.shards {
+                1 => q.name.clone(),
+                n => format!("{} ({n} shards)", q.name),
+            };
+            std::iter::once((name, q))
+                .chain(q.by_shard.iter().map(|s| (format!("{}#{}", s.name, s.shard), s)))
+        })
+        .map(|(name, q)| {
             [
                 q.pending,
                 q.scheduled,
@@ -83,7 +102,7 @@ async fn render(client: &Client, stats: &FleetStats) -> String {
             ]
             .iter()
             .map(u64::to_string)
-            .fold(vec![q.name.clone()], |mut row, n| {
+            .fold(vec![name], |mut row, n| {
                 row.push(n);
                 row
             })
@@ -116,6 +135,17 @@ async fn render(client: &Client, stats: &FleetStats) -> String {
 
 /// One line for the primary, one per replica with its lag.
 fn render_redis(redis: &TopologyInfo) -> String {
+    if redis.mode == "cluster" {
+        let mut out = format!("redis: cluster of {} nodes\n", redis.nodes.len());
+        for n in &redis.nodes {
+            let state = if n.failed { " FAILED" } else { "" };
+            match &n.replica_of {
+                Some(p) => out.push_str(&format!("  replica {} of {p}{state}\n", n.addr)),
+                None => out.push_str(&format!("  primary {} ({} slots){state}\n", n.addr, n.slots)),
+            }
+        }
+        return out;
+    }
     let mut out = match &redis.master_name {
         Some(master) => format!(
             "redis: primary {} (Sentinel master {master}, {} sentinels in the URL)\n",

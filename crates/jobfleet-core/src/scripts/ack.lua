@@ -26,9 +26,11 @@ local queue_json = cjson.encode(ARGV[4])
 local worker_json = cjson.encode(ARGV[1])
 local task_json = {}
 -- Events are fire-and-forget: with nobody subscribed to this queue's events
--- (or to any pattern), building and publishing them is skipped. Single Redis
--- only: in Cluster, subscribers on other nodes are not counted here.
-local listened = redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0
+-- (or to any pattern), building and publishing them is skipped. Not on a
+-- Cluster (SPUBLISH): a sharded subscriber may sit on any node of the shard,
+-- a replica included, where this node's counts do not see it.
+local listened = PUBLISH == 'SPUBLISH'
+  or redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0
 local out = {}
 local done = 0
 for i = 6, #ARGV, 2 do
@@ -55,7 +57,7 @@ for i = 6, #ARGV, 2 do
       local attempt = f[2]
       if not (attempt and string.find(attempt, '^%d+$')) then attempt = '0' end
       local duration = string.format('%d', since(now_n, f[3]))
-      redis.call('PUBLISH', ARGV[3], '{"id":' .. cjson.encode(id) .. ',"queue":' .. queue_json ..
+      redis.call(PUBLISH, ARGV[3], '{"id":' .. cjson.encode(id) .. ',"queue":' .. queue_json ..
         ',"task":' .. tj .. ',"state":"completed","attempt":' .. attempt .. ',"worker":' .. worker_json ..
         ',"ms":' .. now .. ',"duration_ms":' .. duration .. ',"result":' .. result .. '}')
     end

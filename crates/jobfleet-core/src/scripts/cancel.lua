@@ -35,7 +35,7 @@ elseif state == 'scheduled' then
   return 'cancelled'
 elseif state == 'active' then
   redis.call('HSET', KEYS[4], 'cancel', 1)
-  redis.call('PUBLISH', ARGV[3], 'cancel ' .. id)
+  redis.call(PUBLISH, ARGV[3], 'cancel ' .. id)
   return 'cancelling'
 end
 return 'final:' .. state

@@ -1,5 +1,10 @@
+local PUBLISH = 'PUBLISH'
 -- common.lua: helpers prepended to every jobfleet script (not a script itself).
 --
+-- PUBLISH             the publish command: on a Redis Cluster the first line
+--                     reads 'SPUBLISH' (sharded pub/sub: every channel of a
+--                     queue shard lives in the shard's slot, so a message
+--                     stays on that shard's nodes).
 -- now_ms()            Redis' own clock in unix ms: the one clock for leases,
 --                     heartbeats and schedules (hosts' clocks are never used).
 -- since(now, t)       ms from t to now, never negative (Redis' clock may step
@@ -57,7 +62,7 @@ local function valid_id(id)
 end
 
 local function publish_event(channel, id, queue, task, state, attempt, worker, ms, extra)
-  redis.call('PUBLISH', channel,
+  redis.call(PUBLISH, channel,
     '{"id":' .. cjson.encode(id) ..
     ',"queue":' .. cjson.encode(queue) ..
     ',"task":' .. cjson.encode(task or '') ..

@@ -35,5 +35,5 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
   end
 end
-if n > 0 then redis.call('PUBLISH', ARGV[2], n) end
+if n > 0 then redis.call(PUBLISH, ARGV[2], n) end
 return {n, #ids}

@@ -21,5 +21,5 @@ for _, id in ipairs(due) do
     moved = moved + 1
   end
 end
-if moved > 0 then redis.call('PUBLISH', ARGV[2], moved) end
+if moved > 0 then redis.call(PUBLISH, ARGV[2], moved) end
 return moved

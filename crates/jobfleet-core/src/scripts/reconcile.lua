@@ -34,5 +34,5 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
     end
   end
 end
-if requeued > 0 then redis.call('PUBLISH', ARGV[2], requeued) end
+if requeued > 0 then redis.call(PUBLISH, ARGV[2], requeued) end
 return n

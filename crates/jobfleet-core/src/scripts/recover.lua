@@ -52,7 +52,7 @@ for _, worker in ipairs(stale) do
 end
 if requeued > 0 then
   redis.call('HINCRBY', KEYS[4], 'recovered', requeued)
-  redis.call('PUBLISH', ARGV[6], requeued)
+  redis.call(PUBLISH, ARGV[6], requeued)
 end
 trim_dead(KEYS[3], ARGV[3], now, ARGV[9], ARGV[10], 1000)
 return {#stale, requeued, buried}

@@ -26,5 +26,5 @@ while true do
   end
 end
 if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], ARGV[1]) end
-if requeued > 0 then redis.call('PUBLISH', ARGV[3], requeued) end
+if requeued > 0 then redis.call(PUBLISH, ARGV[3], requeued) end
 return n

@@ -84,5 +84,5 @@ end
 -- following WAIT measures the replication of this call's writes, and a call
 -- that wrote nothing would let it confirm jobs no replica may have yet.
 redis.call('HINCRBY', KEYS[3], 'submitted', submitted)
-if #ready > 0 then redis.call('PUBLISH', ARGV[1], #ready) end
+if #ready > 0 then redis.call(PUBLISH, ARGV[1], #ready) end
 return created
