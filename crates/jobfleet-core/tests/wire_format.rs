@@ -46,6 +46,76 @@ fn key_names() {
     .assert_eq(&(all.join("\n") + "\n"));
 }
 
+#[test]
+fn sharded_key_names_and_the_shard_of_a_key() {
+    let meta = QueueKeys::new("jobfleet", "photos").meta;
+    let shard = |i| QueueKeys::shard("jobfleet", "photos", i);
+    assert_eq!(
+        shard(0).pending,
+        QueueKeys::new("jobfleet", "photos").pending,
+        "shard 0 is today's layout"
+    );
+    let mut lines = vec![meta];
+    for i in [0, 1, 5] {
+        let k = shard(i);
+        lines.extend([
+            k.pending.clone(),
+            k.workers.clone(),
+            k.notify.clone(),
+            k.events.clone(),
+            k.control.clone(),
+            k.job("abc"),
+            k.processing("w1"),
+        ]);
+    }
+    expect![[r#"
+        jobfleet:{photos}:meta
+        jobfleet:{photos}:pending
+        jobfleet:{photos}:workers
+        jobfleet:{photos}:notify
+        jobfleet:{photos}:events
+        jobfleet:{photos}:control
+        jobfleet:{photos}:job:abc
+        jobfleet:{photos}:processing:w1
+        jobfleet:{photos#1}:pending
+        jobfleet:{photos#1}:workers
+        jobfleet:{photos#1}:notify
+        jobfleet:{photos#1}:events
+        jobfleet:{photos#1}:control
+        jobfleet:{photos#1}:job:abc
+        jobfleet:{photos#1}:processing:w1
+        jobfleet:{photos#5}:pending
+        jobfleet:{photos#5}:workers
+        jobfleet:{photos#5}:notify
+        jobfleet:{photos#5}:events
+        jobfleet:{photos#5}:control
+        jobfleet:{photos#5}:job:abc
+        jobfleet:{photos#5}:processing:w1
+    "#]]
+    .assert_eq(&(lines.join("\n") + "\n"));
+    // FNV-1a 32 of the key's bytes, mod the count: what every producer in
+    // every language computes (docs/PROTOCOL.md, "Sharded queues").
+    let placed: Vec<String> = ["", "a", "welcome-42", "order:1001", "élan"]
+        .iter()
+        .map(|k| {
+            format!(
+                "{k:?} {} {}",
+                jobfleet_core::shard_of(k, 6),
+                jobfleet_core::shard_of(k, 1000)
+            )
+        })
+        .collect();
+    // Worked out independently (FNV-1a of "a" is 0xe40c292c).
+    expect![[r#"
+        "" 1 261
+        "a" 4 220
+        "welcome-42" 2 904
+        "order:1001" 5 465
+        "élan" 0 812
+    "#]]
+    .assert_eq(&(placed.join("\n") + "\n"));
+}
+
 /// Replaces values that differ from run to run, keeping the shape.
 fn normalize(mut v: serde_json::Value) -> String {
     if let Some(obj) = v.as_object_mut() {
