@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::connection::{Conn, Delivery, Mode, Subscriber, Topology};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::job::{Job, JobState, validate_job_id};
+use crate::job::{Job, JobState, validate_job_id, validate_queue_name};
 use crate::keys::{DEFAULT_PREFIX, GlobalKeys};
 use crate::queue::{Queue, QueueStats};
 use crate::scripts;
@@ -744,16 +744,28 @@ impl Client {
     /// subscription is confirmed, so anything published after this returns
     /// is delivered.
     pub async fn subscribe(&self, channels: Vec<String>, patterns: Vec<String>) -> Result<Subscription> {
+        self.subscribe_to(Channels::Fixed { channels, patterns }).await
+    }
+
+    async fn subscribe_to(&self, source: Channels) -> Result<Subscription> {
         let (feeder, mut rx, lagged) = Feeder::new(SUBSCRIPTION_BUFFER);
         let topology = self.topology.clone();
+        let client = self.clone();
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             let mut warned = false;
             let mut switched = topology.changes();
             loop {
                 switched.mark_unchanged();
-                match open_subscriber(&topology, &channels, &patterns).await {
-                    Ok(mut subscriber) => {
+                let opened = match source.resolve(&client).await {
+                    Ok((channels, patterns)) => open_subscriber(&topology, &channels, &patterns)
+                        .await
+                        .map(|s| (s, channels))
+                        .map_err(Error::Redis),
+                    Err(e) => Err(e),
+                };
+                match opened {
+                    Ok((mut subscriber, channels)) => {
                         if warned {
                             tracing::info!("pub/sub connection restored");
                         }
@@ -762,12 +774,21 @@ impl Client {
                         if !feeder.deliver(Feed::Subscribed) {
                             return;
                         }
+                        let mut recheck = tokio::time::interval(CHANNELS_RECHECK);
+                        recheck.tick().await;
                         loop {
                             let delivery = tokio::select! {
                                 delivery = subscriber.next() => delivery,
                                 // A new primary: this connection may still
                                 // stand, but nothing is published here now.
                                 _ = switched.changed() => None,
+                                // New queues or shards: subscribe anew.
+                                _ = recheck.tick(), if source.changes() => {
+                                    match source.resolve(&client).await {
+                                        Ok((now, _)) if now != channels => None,
+                                        _ => continue,
+                                    }
+                                }
                             };
                             let feed = match delivery {
                                 None => break,
@@ -811,26 +832,17 @@ impl Client {
     }
 
     /// Subscribes to the events of `queues` (every queue, present and
-    /// future, when empty).
+    /// future, when empty). Shards a queue gains later, and on a Cluster
+    /// queues created later, are subscribed to within 5 s.
     pub async fn events(&self, queues: &[String]) -> Result<Subscription> {
-        if queues.is_empty() && self.topology.sharded_pubsub() {
-            // No sharded pattern subscriptions: every queue known now.
-            let names = self.queue_names().await?;
-            let mut channels = Vec::new();
-            for q in &names {
-                channels.extend(self.queue(q)?.event_channels().await?);
-            }
-            return self.subscribe(channels, vec![]).await;
+        for q in queues {
+            validate_queue_name(q)?;
         }
-        if queues.is_empty() {
+        if queues.is_empty() && !self.topology.sharded_pubsub() {
             let pattern = format!("{}:{{*}}:events", self.prefix);
             return self.subscribe(vec![], vec![pattern]).await;
         }
-        let mut channels = Vec::new();
-        for q in queues {
-            channels.extend(self.queue(q)?.event_channels().await?);
-        }
-        self.subscribe(channels, vec![]).await
+        self.subscribe_to(Channels::Events(queues.to_vec())).await
     }
 
     /// Waits until every job in `jobs` (queue, id) is final, or `timeout`
@@ -1079,6 +1091,45 @@ impl Client {
             .query_async(&mut self.conn())
             .await;
         reply.ok().and_then(|v| v.into_iter().nth(1))
+    }
+}
+
+/// How often a subscription to queues' events looks for new shards (and,
+/// on a Cluster, new queues).
+const CHANNELS_RECHECK: Duration = Duration::from_secs(5);
+
+/// What a subscription listens to.
+enum Channels {
+    Fixed {
+        channels: Vec<String>,
+        patterns: Vec<String>,
+    },
+    /// The events channel of every shard of these queues (every known queue
+    /// when empty), read again on every (re)subscription and every 5 s.
+    Events(Vec<String>),
+}
+
+impl Channels {
+    fn changes(&self) -> bool {
+        matches!(self, Channels::Events(_))
+    }
+
+    async fn resolve(&self, client: &Client) -> Result<(Vec<String>, Vec<String>)> {
+        match self {
+            Channels::Fixed { channels, patterns } => Ok((channels.clone(), patterns.clone())),
+            Channels::Events(queues) => {
+                let names = match queues.is_empty() {
+                    true => client.queue_names().await?,
+                    false => queues.clone(),
+                };
+                let mut channels = Vec::new();
+                for q in &names {
+                    channels.extend(client.queue(q)?.event_channels().await?);
+                }
+                channels.sort();
+                Ok((channels, Vec::new()))
+            }
+        }
     }
 }
 

@@ -569,8 +569,8 @@ impl Topology {
 }
 
 /// Whether the server is a Redis Cluster node (`cluster_enabled:1`). A
-/// server that refuses `INFO` (some managed services do) is taken as one
-/// server; one that cannot be reached, or wants other credentials, fails.
+/// server that does not offer `INFO` (some managed services) is taken as
+/// one server; any other error fails.
 async fn is_cluster_node(client: &redis::Client) -> RedisResult<bool> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -581,8 +581,13 @@ async fn is_cluster_node(client: &redis::Client) -> RedisResult<bool> {
     let info: RedisResult<String> = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await;
     match info {
         Ok(info) => Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1")),
-        Err(e) if is_auth_error(&e) || e.is_io_error() || e.is_timeout() => Err(e),
-        Err(_) => Ok(false),
+        // A service that does not offer `INFO` (or not to this user).
+        Err(e) if e.code().is_some_and(|c| c == "NOPERM") || e.to_string().contains("unknown command") => {
+            Ok(false)
+        }
+        // Anything else (unreachable, a password, LOADING, BUSY...) is the
+        // caller's to report or retry: guessing would pick the wrong mode.
+        Err(e) => Err(e),
     }
 }
 
@@ -610,6 +615,8 @@ pub(crate) enum Subscriber {
 pub(crate) struct Sharded {
     groups: Vec<(ClusterConnection, Vec<String>)>,
     pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    /// Kept so that a subscription to no channel waits instead of ending.
+    _sender: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
     /// Confirmations still to come for our own `SSUBSCRIBE`s, by channel;
     /// any other confirmation is the crate resubscribing.
     unconfirmed: std::collections::HashMap<String, usize>,
@@ -626,25 +633,30 @@ impl Subscriber {
                 .push(channel.clone());
         }
         let (tx, pushes) = tokio::sync::mpsc::unbounded_channel();
-        let mut groups = Vec::new();
         let mut unconfirmed = std::collections::HashMap::new();
-        for (_, channels) in by_slot {
-            let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
-                .use_protocol(redis::ProtocolVersion::RESP3)
-                .connection_timeout(Duration::from_secs(2))
-                .response_timeout(Duration::from_secs(5))
-                .push_sender(tx.clone())
-                .build()?;
-            let mut conn = client.get_async_connection().await?;
-            for channel in &channels {
-                *unconfirmed.entry(channel.clone()).or_insert(0) += 1;
-            }
-            conn.ssubscribe(&channels).await?;
-            groups.push((conn, channels));
+        for channel in channels {
+            *unconfirmed.entry(channel.clone()).or_insert(0) += 1;
         }
+        // One connection per slot, made side by side.
+        let groups = futures_util::future::try_join_all(by_slot.into_values().map(|channels| {
+            let tx = tx.clone();
+            async move {
+                let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .connection_timeout(Duration::from_secs(2))
+                    .response_timeout(Duration::from_secs(5))
+                    .push_sender(tx)
+                    .build()?;
+                let mut conn = client.get_async_connection().await?;
+                conn.ssubscribe(&channels).await?;
+                RedisResult::Ok((conn, channels))
+            }
+        }))
+        .await?;
         Ok(Subscriber::Sharded(Box::new(Sharded {
             groups,
             pushes,
+            _sender: tx,
             unconfirmed,
         })))
     }
@@ -700,7 +712,10 @@ impl Sharded {
                     }
                     return Some(Delivery::Resubscribed);
                 }
-                redis::PushKind::Disconnection => return Some(Delivery::Resubscribed),
+                // The crate would retry the lost node's address from a slot
+                // map nothing refreshes (this connection sends no commands):
+                // open a new subscription on a fresh view of the cluster.
+                redis::PushKind::Disconnection => return None,
                 _ => continue,
             }
         }

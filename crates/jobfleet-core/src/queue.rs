@@ -61,12 +61,18 @@ struct Layout {
 /// of the id's bytes, modulo the count. Every producer, in any language,
 /// must agree on it (see `docs/PROTOCOL.md`).
 pub fn shard_of(id: &str, shards: u32) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in id.bytes() {
+    fnv1a(FNV_BASIS, id.as_bytes()) % shards.max(1)
+}
+
+const FNV_BASIS: u32 = 0x811c_9dc5;
+
+/// FNV-1a (32 bit) of `bytes`, continuing from `hash`.
+fn fnv1a(mut hash: u32, bytes: &[u8]) -> u32 {
+    for &byte in bytes {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    hash % shards.max(1)
+    hash
 }
 
 /// What submitting one job did.
@@ -180,6 +186,32 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Which shard to ask about which ids (indices into `ids`, only those
+/// `missing` says are still unknown): in round 0 each id's own shard (where
+/// its job lives unless the shard count was raised since), in round 1 every
+/// other shard.
+fn probe_plan(
+    ids: &[String],
+    shards: u32,
+    round: u32,
+    missing: impl Fn(usize) -> bool,
+) -> Vec<(u32, Vec<usize>)> {
+    let mut plan: Vec<(u32, Vec<usize>)> = (0..shards).map(|s| (s, Vec::new())).collect();
+    for (i, id) in ids.iter().enumerate() {
+        if !missing(i) {
+            continue;
+        }
+        let home = shard_of(id, shards);
+        for (shard, idx) in plan.iter_mut() {
+            if (round == 0) == (*shard == home) {
+                idx.push(i);
+            }
+        }
+    }
+    plan.retain(|(_, idx)| !idx.is_empty());
+    plan
+}
+
 /// The shards to look for an id in: its key's shard first (where a job
 /// with an idempotency key lives), then the rest.
 fn probe_order(id: &str, shards: u32) -> impl Iterator<Item = u32> {
@@ -228,7 +260,21 @@ impl Queue {
         {
             return Ok(n);
         }
-        let n: Option<u32> = self.client.conn().hget(&self.layout.meta, "shards").await?;
+        // Read before most whole-queue calls: a connection that broke (Redis
+        // restarting) is given a few seconds to come back, as the calls that
+        // follow would.
+        let mut backoff = Duration::from_millis(50);
+        let n: Option<u32> = loop {
+            match self.client.conn().hget(&self.layout.meta, "shards").await {
+                Ok(n) => break n,
+                Err(e) if (e.is_io_error() || e.is_timeout()) && backoff < Duration::from_secs(2) => {
+                    tracing::debug!(error = %e, "reading the shard count failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let n = n.unwrap_or(1).clamp(1, MAX_SHARDS);
         *self.layout.known.lock().expect("poisoned") = Some((n, tokio::time::Instant::now()));
         Ok(n)
@@ -276,19 +322,54 @@ impl Queue {
             .collect())
     }
 
-    /// The shard a new job goes to: its key's shard when it has an id (so an
-    /// idempotency key stays unique), else the next in turn.
-    fn place(&self, id: Option<&str>, shards: u32) -> u32 {
-        match id {
-            Some(id) => shard_of(id, shards),
-            None => {
-                let n = self
-                    .layout
-                    .next
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (n % shards as u64) as u32
+    /// A fresh id for a job without one that hashes to the next shard in
+    /// turn (round robin per producer): every job then lives on
+    /// `shard_of(id)`, and a resubmit with the same ids (after an
+    /// unconfirmed submit) reaches the same shards. The id is a UUID v7
+    /// whose last two hex digits (random bits) are chosen to land on the
+    /// shard; with more shards than that reaches, the hash alone spreads.
+    fn new_placed_id(&self, shards: u32) -> String {
+        let turn = self
+            .layout
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let want = (turn % shards as u64) as u32;
+        let mut id = new_job_id();
+        for _ in 0..8 {
+            let (head, _) = id.split_at(id.len() - 2);
+            let state = fnv1a(FNV_BASIS, head.as_bytes());
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for pair in 0..256usize {
+                let tail = [HEX[pair >> 4], HEX[pair & 15]];
+                if fnv1a(state, &tail) % shards == want {
+                    return format!("{head}{}", std::str::from_utf8(&tail).expect("hex"));
+                }
+            }
+            id = new_job_id();
+        }
+        id
+    }
+
+    /// Where each of `ids` has a record, if anywhere: one pipelined round
+    /// trip per shard.
+    async fn find_shards(&self, ids: &[&str]) -> Result<Vec<Option<u32>>> {
+        let mut found = vec![None; ids.len()];
+        for shard in self.shards().await? {
+            for (chunk_at, chunk) in ids.chunks(1000).enumerate() {
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    pipe.exists(shard.keys.job(id));
+                }
+                let exists: Vec<bool> = pipe.query_async(&mut self.client.conn()).await?;
+                for (i, e) in exists.into_iter().enumerate() {
+                    let at = chunk_at * 1000 + i;
+                    if e && found[at].is_none() {
+                        found[at] = Some(shard.shard);
+                    }
+                }
             }
         }
+        Ok(found)
     }
 
     /// The queue's name.
@@ -350,19 +431,37 @@ impl Queue {
         if shards == 1 {
             return self.at_shard(0).submit_to_shard(specs).await;
         }
-        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); shards as usize];
-        for (i, spec) in specs.iter().enumerate() {
-            by_shard[self.place(spec.id.as_deref(), shards) as usize].push(i);
-        }
-        // Generated ids are made here, so a NotReplicated error names them.
+        let given: Vec<bool> = specs.iter().map(|s| s.id.is_some()).collect();
+        // Every job lives on the shard its id hashes to. An id the caller
+        // gave (an idempotency key) that already names a job goes where that
+        // job is: a key used before the shard count was raised may hash
+        // elsewhere now, and must still find its job.
         let specs: Vec<JobSpec> = specs
             .iter()
             .map(|s| {
                 let mut s = s.clone();
-                s.id.get_or_insert_with(new_job_id);
+                if s.id.is_none() {
+                    s.id = Some(self.new_placed_id(shards));
+                }
                 s
             })
             .collect();
+        let keyed: Vec<usize> = (0..specs.len()).filter(|&i| given[i]).collect();
+        let keyed_ids: Vec<&str> = keyed
+            .iter()
+            .map(|&i| specs[i].id.as_deref().unwrap_or(""))
+            .collect();
+        let mut home: Vec<Option<u32>> = vec![None; specs.len()];
+        if !keyed.is_empty() {
+            for (&i, found) in keyed.iter().zip(self.find_shards(&keyed_ids).await?) {
+                home[i] = found;
+            }
+        }
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); shards as usize];
+        for (i, spec) in specs.iter().enumerate() {
+            let shard = home[i].unwrap_or_else(|| shard_of(spec.id.as_deref().unwrap_or(""), shards));
+            by_shard[shard as usize].push(i);
+        }
         let calls = by_shard
             .iter()
             .enumerate()
@@ -716,8 +815,8 @@ impl Queue {
         for shard in shards.iter().rev() {
             shard.forget_here(live_within).await?;
         }
-        let _: () = self.client.conn().del(&self.layout.meta).await?;
-        *self.layout.known.lock().expect("poisoned") = None;
+        // The shard count stays: producers and workers that still know the
+        // queue must keep finding all of its shards.
         Ok(())
     }
 
@@ -809,19 +908,21 @@ impl Queue {
     /// `None`).
     pub async fn status_many(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
         let mut out: Vec<Option<Job>> = vec![None; ids.len()];
-        for shard in self.shards().await? {
-            let missing: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
-            if missing.is_empty() {
-                break;
-            }
-            for chunk in missing.chunks(1000) {
-                let mut pipe = redis::pipe();
-                for &i in chunk {
-                    pipe.hgetall(shard.keys.job(&ids[i]));
-                }
-                let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.client.conn()).await?;
-                for (&i, fields) in chunk.iter().zip(all) {
-                    out[i] = Job::from_fields(&ids[i], &self.name, fields);
+        let shards = self.shard_count().await?;
+        for round in 0..=1 {
+            for (shard, idx) in probe_plan(ids, shards, round, |i| out[i].is_none()) {
+                let handle = self.at_shard(shard);
+                for chunk in idx.chunks(1000) {
+                    let mut pipe = redis::pipe();
+                    for &i in chunk {
+                        pipe.hgetall(handle.keys.job(&ids[i]));
+                    }
+                    let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.client.conn()).await?;
+                    for (&i, fields) in chunk.iter().zip(all) {
+                        if out[i].is_none() {
+                            out[i] = Job::from_fields(&ids[i], &self.name, fields);
+                        }
+                    }
                 }
             }
         }
@@ -836,28 +937,26 @@ impl Queue {
         fields: &[&str],
     ) -> Result<Vec<Option<Vec<Option<String>>>>> {
         let mut out: Vec<Option<Vec<Option<String>>>> = vec![None; ids.len()];
-        for shard in self.shards().await? {
-            let missing: Vec<usize> = (0..ids.len()).filter(|&i| out[i].is_none()).collect();
-            if missing.is_empty() {
-                break;
-            }
-            for chunk in missing.chunks(1000) {
-                let mut pipe = redis::pipe();
-                for &i in chunk {
-                    // `created_ms` first: every record has it, so an absent
-                    // one means no record.
-                    pipe.cmd("HMGET")
-                        .arg(shard.keys.job(&ids[i]))
-                        .arg("created_ms")
-                        .arg(fields);
-                }
-                let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.client.conn()).await?;
-                for (&i, mut row) in chunk.iter().zip(rows) {
-                    let present =
-                        row.first().is_some_and(Option::is_some) || row.iter().skip(1).any(Option::is_some);
-                    if present {
-                        row.remove(0);
-                        out[i] = Some(row);
+        let shards = self.shard_count().await?;
+        for round in 0..=1 {
+            for (shard, idx) in probe_plan(ids, shards, round, |i| out[i].is_none()) {
+                let handle = self.at_shard(shard);
+                for chunk in idx.chunks(1000) {
+                    let mut pipe = redis::pipe();
+                    for &i in chunk {
+                        // `created_ms` first: every record has it, so an
+                        // absent one (and no other field) means no record.
+                        pipe.cmd("HMGET")
+                            .arg(handle.keys.job(&ids[i]))
+                            .arg("created_ms")
+                            .arg(fields);
+                    }
+                    let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.client.conn()).await?;
+                    for (&i, mut row) in chunk.iter().zip(rows) {
+                        if out[i].is_none() && row.iter().any(Option::is_some) {
+                            row.remove(0);
+                            out[i] = Some(row);
+                        }
                     }
                 }
             }

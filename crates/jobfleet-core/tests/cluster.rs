@@ -232,7 +232,26 @@ async fn raising_the_shard_count_loses_nothing() {
         .into_iter()
         .map(|s| s.id)
         .collect();
+    // Keys used before the raise; after it, most hash to another shard.
+    let keyed: Vec<JobSpec> = (0..12)
+        .map(|n| JobSpec::new("echo", &json!({ "key": n })).id(format!("order-{n}")))
+        .collect();
+    ids.extend(q.submit_batch(&keyed).await.unwrap().into_iter().map(|s| s.id));
     assert_eq!(q.set_shards(3).await.unwrap(), 1);
+    assert!(
+        (0..12).any(|n| jobfleet_core::shard_of(&format!("order-{n}"), 3) != 0),
+        "some keys hash away from shard 0 now"
+    );
+    let again = q.submit_batch(&keyed).await.unwrap();
+    assert!(
+        again.iter().all(|s| !s.created),
+        "a key used before the raise still finds its job"
+    );
+    assert_eq!(
+        q.stats().await.unwrap().pending,
+        62,
+        "no second copy of any keyed job"
+    );
     let err = q.set_shards(2).await.expect_err("a shard count never shrinks");
     assert!(err.to_string().contains("can only grow"), "{err}");
     let second: Vec<JobSpec> = (0..60)
@@ -240,7 +259,11 @@ async fn raising_the_shard_count_loses_nothing() {
         .collect();
     ids.extend(q.submit_batch(&second).await.unwrap().into_iter().map(|s| s.id));
     let ran = drain(&q, "w").await;
-    assert_eq!(ran[&0].len(), 50 + 20, "shard 0 kept its jobs and took its turn");
+    assert_eq!(
+        ran[&0].len(),
+        50 + 12 + 20,
+        "shard 0 kept its jobs and took its turn"
+    );
     let all: HashSet<String> = ran.into_values().flatten().collect();
     assert_eq!(all, ids);
 }
@@ -368,4 +391,71 @@ async fn a_slot_migrated_under_load_loses_nothing_and_events_follow_it() {
         Ok(true),
         "the completion on the moved slot reached the subscriber"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_meets_a_half_moved_slot_drops_no_id() {
+    let cluster = cluster();
+    let client = connect(&cluster.url(), "half").await;
+    let q = client.queue("split").unwrap();
+    // Every key claim declares exists (a held job, a dead one, a worker,
+    // counters), so the claim runs on the old owner mid-migration instead of
+    // being turned away with TRYAGAIN before it starts.
+    q.heartbeat("w", true).await.unwrap();
+    let first = q
+        .submit_batch(&[
+            JobSpec::new("echo", &json!("held")),
+            JobSpec::new("boom", &json!("dies")).max_attempts(1),
+        ])
+        .await
+        .unwrap();
+    let claimed = q.claim("w", 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    q.fail("w", &first[1].id, "boom", jobfleet_core::FailKind::Permanent)
+        .await
+        .unwrap();
+    let specs: Vec<JobSpec> = (0..10)
+        .map(|n| JobSpec::new("echo", &json!({ "n": n })))
+        .collect();
+    let ids: Vec<String> = q
+        .submit_batch(&specs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+
+    // The record of the fourth job in claim order moves to the new owner;
+    // its id, and everything else, stays behind for now.
+    let keys = q.keys().clone();
+    let slot = cluster.keyslot(&keys.pending);
+    let from = cluster.slot_owner(slot);
+    let to = *cluster.primaries().iter().find(|&&p| p != from).unwrap();
+    let migration = cluster.begin_migration(slot, to);
+    migration.migrate(&[&keys.job(&ids[3])]);
+
+    let before = q.claim("w", 10).await.unwrap();
+    let got: Vec<&str> = before.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        got,
+        ids[..3].iter().map(String::as_str).collect::<Vec<_>>(),
+        "claimed up to the moved record"
+    );
+    let left = cluster.cmd(&["LRANGE", &keys.pending, "0", "-1"]);
+    assert_eq!(
+        left.lines().count(),
+        7,
+        "the moved job's id and the rest are back in pending: {left}"
+    );
+
+    migration.finish();
+    assert_eq!(cluster.slot_owner(slot), to);
+    let after = q.claim("w", 10).await.unwrap();
+    let mut all: Vec<String> = before.into_iter().chain(after).map(|j| j.id).collect();
+    all.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(all, want, "every job claimed once, none dropped as orphaned");
+    let stats = client.queue("split").unwrap().stats().await.unwrap();
+    assert_eq!((stats.pending, stats.active), (0, 11), "{stats:?}");
 }

@@ -145,6 +145,27 @@ impl RedisCluster {
     /// primary), so clients meet `ASK` and `TRYAGAIN` while it runs.
     /// Returns how many keys moved.
     pub fn migrate_slot(&self, slot: u16, to: u16, batch: usize, pause: Duration) -> usize {
+        let migration = self.begin_migration(slot, to);
+        let mut moved = 0;
+        loop {
+            let keys = migration.keys_left(batch);
+            if keys.is_empty() {
+                break;
+            }
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            migration.migrate(&keys);
+            moved += keys.len();
+            std::thread::sleep(pause);
+        }
+        migration.finish();
+        moved
+    }
+
+    /// Starts moving `slot` to the primary on `to` (`SETSLOT IMPORTING` on
+    /// it, `MIGRATING` on the owner), leaving every key where it is: the
+    /// test then moves keys one by one ([`Migration::migrate`]) and ends it
+    /// ([`Migration::finish`]).
+    pub fn begin_migration(&self, slot: u16, to: u16) -> Migration {
         let nodes = self.topology();
         let from = self.slot_owner(slot);
         assert_ne!(from, to, "slot {slot} is already on {to}");
@@ -155,49 +176,27 @@ impl RedisCluster {
                 .map(|n| n.id.clone())
                 .unwrap_or_else(|| panic!("no node on {port}"))
         };
-        let (from_id, to_id) = (id(from), id(to));
+        let migration = Migration {
+            slot,
+            from,
+            to,
+            to_id: id(to),
+            others: nodes
+                .iter()
+                .filter(|n| n.primary && !n.failed && n.port != from && n.port != to)
+                .map(|n| n.port)
+                .collect(),
+        };
         let slot_text = slot.to_string();
         expect_ok(cli(
             to,
-            &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id],
+            &["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &id(from)],
         ));
         expect_ok(cli(
             from,
-            &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id],
+            &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &migration.to_id],
         ));
-        let mut moved = 0;
-        loop {
-            let keys = cli(
-                from,
-                &["CLUSTER", "GETKEYSINSLOT", &slot_text, &batch.to_string()],
-            );
-            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
-            if keys.is_empty() {
-                break;
-            }
-            let mut args = vec!["MIGRATE", "127.0.0.1"];
-            let to_text = to.to_string();
-            args.extend([to_text.as_str(), "", "0", "5000", "KEYS"]);
-            args.extend(keys.iter().copied());
-            let reply = cli(from, &args);
-            assert!(
-                reply.trim() == "OK" || reply.trim() == "NOKEY",
-                "MIGRATE said {reply:?}"
-            );
-            moved += keys.len();
-            std::thread::sleep(pause);
-        }
-        // The new owner first, then the old, then everyone else (as
-        // redis-cli does), so no node ever answers for a slot it lost.
-        expect_ok(cli(to, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id]));
-        expect_ok(cli(from, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id]));
-        for node in nodes
-            .iter()
-            .filter(|n| n.primary && !n.failed && n.port != from && n.port != to)
-        {
-            let _ = cli(node.port, &["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id]);
-        }
-        moved
+        migration
     }
 
     /// Waits until every live node says `cluster_state:ok` with all 16384
@@ -259,6 +258,64 @@ impl RedisCluster {
             .map(|n| n.port())
             .find(|&p| crate::send(p, "PING").starts_with("+PONG"))
             .expect("no cluster node answers")
+    }
+}
+
+/// A slot on its way from one primary to another (see
+/// [`RedisCluster::begin_migration`]).
+#[derive(Debug)]
+pub struct Migration {
+    slot: u16,
+    from: u16,
+    to: u16,
+    to_id: String,
+    others: Vec<u16>,
+}
+
+impl Migration {
+    /// Up to `n` keys of the slot still on the old owner.
+    pub fn keys_left(&self, n: usize) -> Vec<String> {
+        let reply = cli(
+            self.from,
+            &["CLUSTER", "GETKEYSINSLOT", &self.slot.to_string(), &n.to_string()],
+        );
+        reply
+            .lines()
+            .filter(|k| !k.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// Moves `keys` to the new owner (`MIGRATE ... KEYS`).
+    pub fn migrate(&self, keys: &[&str]) {
+        let to = self.to.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", to.as_str(), "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().copied());
+        let reply = cli(self.from, &args);
+        assert!(reply == "OK" || reply == "NOKEY", "MIGRATE said {reply:?}");
+    }
+
+    /// Moves what is left and gives the slot to the new owner: on it
+    /// first, then the old one, then every other primary (as redis-cli
+    /// does), so no node ever answers for a slot it lost.
+    pub fn finish(self) {
+        loop {
+            let keys = self.keys_left(100);
+            if keys.is_empty() {
+                break;
+            }
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            self.migrate(&keys);
+        }
+        let slot = self.slot.to_string();
+        expect_ok(cli(self.to, &["CLUSTER", "SETSLOT", &slot, "NODE", &self.to_id]));
+        expect_ok(cli(
+            self.from,
+            &["CLUSTER", "SETSLOT", &slot, "NODE", &self.to_id],
+        ));
+        for &port in &self.others {
+            let _ = cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &self.to_id]);
+        }
     }
 }
 

@@ -34,10 +34,18 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 async fn beat(shared: &Shared) -> jobfleet_core::Result<()> {
     let id = shared.id();
     let mut recovered = false;
-    shared.refresh_shards().await?;
+    // Each shard is beaten on its own: one node that is down (a Cluster
+    // failing over) must not make this worker look dead on the others.
+    let mut failed = None;
+    if let Err(e) = shared.refresh_shards().await {
+        failed = Some(e);
+    }
     let queues = shared.queues();
     for q in queues.iter() {
-        recovered |= q.heartbeat(&id, false).await?.is_none();
+        match q.heartbeat(&id, false).await {
+            Ok(beat) => recovered |= beat.is_none(),
+            Err(e) => failed = failed.or(Some(e)),
+        }
     }
     // Ids retired by a re-registration still hold jobs in queues where they
     // were not recovered: keep them alive there until those are written
@@ -45,7 +53,9 @@ async fn beat(shared: &Shared) -> jobfleet_core::Result<()> {
     let retired: Vec<String> = shared.retired.lock().expect("poisoned").clone();
     for old in &retired {
         for q in queues.iter() {
-            q.heartbeat(old, false).await?;
+            if let Err(e) = q.heartbeat(old, false).await {
+                failed = failed.or(Some(e));
+            }
         }
     }
     if recovered {
@@ -55,5 +65,5 @@ async fn beat(shared: &Shared) -> jobfleet_core::Result<()> {
         .client
         .publish_worker_info(&shared.info(), shared.info_ttl())
         .await?;
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

@@ -19,6 +19,14 @@
 -- number is formatted per job except the duration (as an integer, never
 -- negative even when Redis' clock stepped back since the claim).
 
+-- On a Cluster, every job must be here before anything is written: while
+-- a slot migrates, one already moved makes the whole call a TRYAGAIN (the
+-- client waits and sends it again, to the new owner once the slot moved).
+for i = 6, #ARGV, 2 do
+  if not here(ARGV[2] .. ARGV[i]) then
+    return redis.error_reply('TRYAGAIN jobfleet: job ' .. ARGV[i] .. ' is moving to another node')
+  end
+end
 local now_n = now_ms()
 local now = tostring(now_n)
 local keep = ARGV[5] ~= '0'

@@ -28,6 +28,11 @@
 -- the limit, is buried with the reason. Stale entries do not use up n: the
 -- script pops on, examining at most n + 1000 ids per call.
 --
+-- On a Cluster the ids are looked at before they are popped: at the first
+-- one whose record has already moved with a migrating slot (see `here` in
+-- common.lua) the claim stops and returns what it has; that id and the ones
+-- after it stay in pending, and the new owner serves them once the slot moved.
+--
 -- Returns {'recovered'} or {'ok', then per job: id, task, payload, attempt,
 -- max_attempts, timeout_ms}. Fields missing from a hand-written record come
 -- back as '' so the worker can fail the job with a clear error.
@@ -48,12 +53,28 @@ local limit = tonumber(ARGV[4])
 local out = {'ok'}
 local claimed = {}
 local examined, orphaned, skipped_cancelled = 0, 0, 0
-while #claimed < want and examined < budget do
-  local popped = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', math.min(want - #claimed, budget - examined))
+local moving = false
+while #claimed < want and examined < budget and not moving do
+  local take = math.min(want - #claimed, budget - examined)
+  if CLUSTER then
+    -- Look before popping: stop at the first id whose record is not here
+    -- (its slot is moving), so it and the ids after it stay untouched.
+    local ids = redis.call('LRANGE', KEYS[1], -take, -1)
+    take = 0
+    for i = #ids, 1, -1 do
+      if not here(ARGV[3] .. ids[i]) then
+        moving = true
+        break
+      end
+      take = take + 1
+    end
+    if take == 0 then break end
+  end
+  local popped = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', take)
   if not popped then break end
   for _, id in ipairs(popped[2]) do
-    examined = examined + 1
     local key = ARGV[3] .. id
+    examined = examined + 1
     local f = redis.call('HMGET', key, 'task', 'payload', 'max_attempts', 'timeout_ms', 'attempts', 'state', 'queued')
     if not (f[1] or f[2] or f[6]) then
       orphaned = orphaned + 1

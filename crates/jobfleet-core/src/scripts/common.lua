@@ -5,6 +5,14 @@ local PUBLISH = 'PUBLISH'
 --                     reads 'SPUBLISH' (sharded pub/sub: every channel of a
 --                     queue shard lives in the shard's slot, so a message
 --                     stays on that shard's nodes).
+-- here(key)           whether `key` can be used on this node now: on a Cluster,
+--                     while its slot migrates, a key already moved to the
+--                     importing node cannot (Redis refuses a script's access
+--                     to it, and the refusal would end the script halfway).
+--                     A script checks a job's key before its first write for
+--                     that job and, when it is not here, leaves the job and
+--                     its id untouched for a later call. Always true outside
+--                     a Cluster (and costs nothing there).
 -- now_ms()            Redis' own clock in unix ms: the one clock for leases,
 --                     heartbeats and schedules (hosts' clocks are never used).
 -- since(now, t)       ms from t to now, never negative (Redis' clock may step
@@ -22,6 +30,13 @@ local PUBLISH = 'PUBLISH'
 --                     worker) back at the claim end of pending, the attempt
 --                     uncounted; a job whose cancel was requested ends
 --                     cancelled instead.
+
+local CLUSTER = PUBLISH == 'SPUBLISH'
+
+local function here(key)
+  if not CLUSTER then return true end
+  return type(redis.pcall('EXISTS', key)) == 'number'
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -80,6 +95,7 @@ local function trim_dead(dead, job_prefix, now, max_count, max_age_ms, limit)
   local function drop(ids)
     for _, old_id in ipairs(ids) do
       local key = job_prefix .. old_id
+      if not here(key) then return end
       if redis.call('HGET', key, 'state') == 'dead' then redis.call('DEL', key) end
       redis.call('ZREM', dead, old_id)
     end

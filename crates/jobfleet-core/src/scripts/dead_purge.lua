@@ -20,8 +20,10 @@ else
 end
 local n = 0
 for _, id in ipairs(ids) do
+  local key = ARGV[1] .. id
+  -- Not here (its slot is moving): the rest waits for another call.
+  if not here(key) then break end
   if redis.call('ZREM', KEYS[1], id) == 1 then
-    local key = ARGV[1] .. id
     if redis.call('HGET', key, 'state') == 'dead' then
       redis.call('DEL', key)
       n = n + 1

@@ -12,8 +12,10 @@
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[3]))
 local moved = 0
 for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
   local key = ARGV[1] .. id
+  -- Not here (its slot is moving): left due, for a later pass.
+  if not here(key) then break end
+  redis.call('ZREM', KEYS[1], id)
   local state = redis.call('HGET', key, 'state')
   if state == 'scheduled' or (not state and redis.call('EXISTS', key) == 1) then
     redis.call('HSET', key, 'state', 'pending')

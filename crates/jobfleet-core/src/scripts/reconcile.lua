@@ -24,9 +24,11 @@ local q = {stats = KEYS[3], events = ARGV[3], queue = ARGV[4], retention = ARGV[
 local now = nil
 local n, requeued = 0, 0
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local key = ARGV[1] .. id
+  -- Not here (its slot is moving): left for the next reconcile.
+  if not held[id] and not here(key) then break end
   if not held[id] then
     redis.call('LREM', KEYS[1], 1, id)
-    local key = ARGV[1] .. id
     if redis.call('EXISTS', key) == 1 then
       now = now or now_ms()
       if hand_back(KEYS[2], key, id, q, ARGV[6], now) == 'pending' then requeued = requeued + 1 end

@@ -23,10 +23,18 @@ local cap = tonumber(ARGV[4])
 local q = {stats = KEYS[4], events = ARGV[5], queue = ARGV[7], retention = ARGV[11]}
 for _, worker in ipairs(stale) do
   local processing = ARGV[2] .. worker
-  while true do
-    local id = redis.call('RPOP', processing)
+  -- A list or record not here (its slot is moving): the worker stays in
+  -- the set with what is left, for a later pass.
+  local whole = here(processing)
+  while whole do
+    local id = redis.call('LINDEX', processing, -1)
     if not id then break end
     local key = ARGV[3] .. id
+    if not here(key) then
+      whole = false
+      break
+    end
+    redis.call('RPOP', processing)
     if redis.call('EXISTS', key) == 1 then
       local recoveries = redis.call('HINCRBY', key, 'recoveries', 1)
       local f = redis.call('HMGET', key, 'task', 'attempts', 'cancel')
@@ -48,7 +56,7 @@ for _, worker in ipairs(stale) do
       end
     end
   end
-  redis.call('ZREM', KEYS[1], worker)
+  if whole then redis.call('ZREM', KEYS[1], worker) end
 end
 if requeued > 0 then
   redis.call('HINCRBY', KEYS[4], 'recovered', requeued)

@@ -15,16 +15,24 @@
 local q = {stats = KEYS[4], events = ARGV[5], queue = ARGV[6], retention = ARGV[7]}
 local now = nil
 local n, requeued = 0, 0
+local whole = true
 while true do
-  local id = redis.call('RPOP', KEYS[1])
+  local id = redis.call('LINDEX', KEYS[1], -1)
   if not id then break end
   local key = ARGV[2] .. id
+  -- Not here (its slot is moving): the rest stays, and so does the worker's
+  -- entry in the workers set, so recovery hands it back later.
+  if not here(key) then
+    whole = false
+    break
+  end
+  redis.call('RPOP', KEYS[1])
   if redis.call('EXISTS', key) == 1 then
     now = now or now_ms()
     if hand_back(KEYS[2], key, id, q, ARGV[1], now) == 'pending' then requeued = requeued + 1 end
     n = n + 1
   end
 end
-if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], ARGV[1]) end
+if ARGV[4] == '1' and whole then redis.call('ZREM', KEYS[3], ARGV[1]) end
 if requeued > 0 then redis.call(PUBLISH, ARGV[3], requeued) end
 return n

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# What decides how far one queue scales over Redis Cluster: the Redis CPU
+# each primary spends per 100,000 no-op jobs (INFO used_cpu_sys + user,
+# before and after), how evenly a sharded queue splits that work over the
+# primaries, and the end-to-end rate, for one plain Redis (the comparison)
+# and for clusters of 1, 2 and 3 primaries (no replicas), all in this run.
+#
+#   scripts/bench-cluster.sh                  # 100,000 jobs per run
+#   JOBS=20000 scripts/bench-cluster.sh
+#
+# Environment: JOBS (100000), SHARDS_PER_PRIMARY (2), WORKERS (2),
+# CONCURRENCY (64), BENCH_BIN_DIR (take the binaries from there).
+# On a machine with few cores the workers and producer share the CPU with
+# Redis, so the end-to-end rate is bounded by the machine; the CPU cost per
+# primary is what projects the ceiling: 1 / (cost per job on the busiest
+# primary) jobs/s per Redis core.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$ROOT/scripts/lib.sh"
+JOBS=${JOBS:-100000}
+PER=${SHARDS_PER_PRIMARY:-2}
+WORKERS=${WORKERS:-2}
+CONC=${CONCURRENCY:-64}
+WORK=$(mktemp -d /tmp/jobfleet-cluster.XXXXXX)
+# Servers start inside command substitutions: their pids go to a file.
+cleanup() {
+    local pid
+    for pid in $(cat "$WORK/pids" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    BIN=$BENCH_BIN_DIR
+else
+    (cd "$ROOT" && cargo build --release --locked -q -p jobfleet-cli -p jobfleet-worker -p jobfleet-bench)
+    BIN=$(cd "$ROOT" && target_dir)/release
+fi
+JF=$BIN/jobfleet JW=$BIN/jobfleet-worker JB=$BIN/jobfleet-bench
+need_bin "$JF" "$JW" "$JB"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+awk -v n="$JOBS" 'BEGIN { for (i = 0; i < n; i++) print "{}" }' >"$WORK/payloads"
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+cpu() { redis-cli -p "$1" info cpu | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.3f", s }'; }
+
+# Starts a server on a fresh port (a cluster node when $1 is "cluster");
+# prints the port.
+start_node() {
+    local port dir
+    port=$(free_port)
+    dir="$WORK/$port"
+    mkdir -p "$dir"
+    if [ "$1" = cluster ]; then
+        redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+            --cluster-enabled yes --cluster-config-file nodes.conf --logfile "$dir/log" >/dev/null 2>&1 &
+    else
+        redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+            --logfile "$dir/log" >/dev/null 2>&1 &
+    fi
+    echo $! >>"$WORK/pids"
+    wait_for 10 "redis on $port to answer" "$dir/log" "$!" redis_up "$port"
+    echo "$port"
+}
+
+# A cluster of $1 primaries: slots split evenly by hand (redis-cli --cluster
+# create wants three at least), then every node meets the first.
+start_cluster() {
+    local n=$1 i from to ports=()
+    for ((i = 0; i < n; i++)); do ports+=("$(start_node cluster)"); done
+    for ((i = 0; i < n; i++)); do
+        from=$((16384 * i / n))
+        to=$((16384 * (i + 1) / n - 1))
+        redis-cli -p "${ports[$i]}" cluster addslotsrange "$from" "$to" >/dev/null
+        [ "$i" -gt 0 ] && redis-cli -p "${ports[$i]}" cluster meet 127.0.0.1 "${ports[0]}" >/dev/null
+    done
+    ok() {
+        local p
+        for p in "${ports[@]}"; do
+            redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || return 1
+            [ "$(redis-cli -p "$p" cluster info | awk -F: '/cluster_known_nodes/ { print $2+0 }')" = "$n" ] || return 1
+        done
+    }
+    wait_for 30 "the cluster of $n to be ok" "$WORK/${ports[0]}/log" "" ok
+    echo "${ports[*]}"
+}
+
+# One end-to-end run of $JOBS no-op jobs on queue "bench" with $2 shards
+# against the nodes in $1 (space-separated ports); prints the rate and the
+# CPU each node spent.
+run() {
+    local ports=($1) shards=$2 url pids=() p i before=() e2e line total=0
+    url="redis://127.0.0.1:${ports[0]}"
+    "$JF" --redis "$url" queue create bench --shards "$shards" >/dev/null
+    for ((i = 1; i <= WORKERS; i++)); do
+        "$JW" --redis "$url" -q bench --concurrency "$CONC" >"$WORK/worker-$i.log" 2>&1 &
+        pids+=($!)
+        echo $! >>"$WORK/pids"
+    done
+    "$JB" --redis "$url" ready --workers "$WORKERS" >/dev/null
+    for p in "${ports[@]}"; do before+=("$(cpu "$p")"); done
+    e2e=$("$JB" --redis "$url" -q bench run --expect "$JOBS" --jobs "$JOBS" --stdin-file "$WORK/payloads" -- \
+        "$JF" --redis "$url" submit noop --stdin -q bench)
+    line="rate $(field "$e2e" e2e_per_s) jobs/s; redis cpu s per 100k jobs:"
+    i=0
+    for p in "${ports[@]}"; do
+        local used
+        used=$(python3 -c "print(round(($(cpu "$p") - ${before[$i]}) * 100000 / $JOBS, 3))")
+        line="$line :$p $used"
+        total=$(python3 -c "print(round($total + $used, 3))")
+        i=$((i + 1))
+    done
+    echo "$line; all primaries $total"
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+echo "== $JOBS no-op jobs per run, $WORKERS workers x $CONC, $PER shards per primary" >&2
+echo "single redis, 1 shard:      $(run "$(start_node single)" 1)"
+for n in 1 2 3; do
+    echo "cluster of $n, $((n * PER)) shards: $(run "$(start_cluster "$n")" $((n * PER)))"
+done
