@@ -9,20 +9,21 @@ use std::time::Duration;
 use jobfleet_core::{
     CancelOutcome, Client, ConnectOptions, Error, FailKind, FailOutcome, JobSpec, JobState, Policy,
 };
-use jobfleet_testkit::RedisServer;
+use jobfleet_testkit::TestRedis;
 use serde_json::json;
 
-async fn setup_with(policy: Policy) -> (RedisServer, Client) {
-    let server = RedisServer::start();
+async fn setup_with(policy: Policy) -> (TestRedis, Client) {
+    let server = TestRedis::start();
     let options = ConnectOptions {
         policy,
+        prefix: server.prefix(),
         ..ConnectOptions::default()
     };
     let client = Client::connect_with(&server.url(), options).await.unwrap();
     (server, client)
 }
 
-async fn setup() -> (RedisServer, Client) {
+async fn setup() -> (TestRedis, Client) {
     setup_with(Policy {
         backoff_base: Duration::ZERO,
         backoff_jitter: 0.0,
@@ -406,7 +407,7 @@ async fn cancelled_entries_do_not_starve_a_claim() {
 
 #[tokio::test]
 async fn dead_retry_and_purge_of_every_job_work_in_chunks() {
-    let (_server, client) = setup().await;
+    let (server, client) = setup().await;
     let q = client.queue("default").unwrap();
     q.heartbeat("w", true).await.unwrap();
     let n = 2_500;
@@ -418,9 +419,9 @@ async fn dead_retry_and_purge_of_every_job_work_in_chunks() {
         q.fail("w", &job.id, "bad", FailKind::Permanent).await.unwrap();
     }
     assert_eq!(q.stats().await.unwrap().dead, n as u64);
-    let _: () = raw(&client, redis::cmd("CONFIG").arg("RESETSTAT")).await;
+    server.cmd_at(&q.keys().dead, "CONFIG RESETSTAT");
     assert_eq!(q.dead_retry(&[]).await.unwrap(), n as u64);
-    let info: String = raw(&client, redis::cmd("INFO").arg("commandstats")).await;
+    let info = server.cmd_at(&q.keys().dead, "INFO commandstats");
     let calls: u64 = info
         .lines()
         .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
@@ -440,8 +441,11 @@ async fn dead_retry_and_purge_of_every_job_work_in_chunks() {
     assert_eq!(q.dead_purge(&[]).await.unwrap(), n as u64);
     let stats = q.stats().await.unwrap();
     assert_eq!((stats.dead, stats.pending), (0, 0));
-    let left: u64 = raw(&client, &mut redis::cmd("DBSIZE")).await;
-    assert_eq!(left, 3, "only stats, workers and the queue list remain");
+    assert_eq!(
+        server.count_keys(),
+        3,
+        "only stats, workers and the queue list remain"
+    );
 }
 
 #[tokio::test]

@@ -7,12 +7,13 @@ use jobfleet_core::{
     CancelOutcome, Client, ConnectOptions, Error, EventKind, FailKind, FailOutcome, Feed, JobSpec, JobState,
     Policy,
 };
-use jobfleet_testkit::RedisServer;
+use jobfleet_testkit::TestRedis;
 use serde_json::json;
 
-async fn client_with(server: &RedisServer, policy: Policy) -> Client {
+async fn client_with(server: &TestRedis, policy: Policy) -> Client {
     let options = ConnectOptions {
         policy,
+        prefix: server.prefix(),
         ..ConnectOptions::default()
     };
     Client::connect_with(&server.url(), options)
@@ -29,8 +30,8 @@ fn instant_retries() -> Policy {
     }
 }
 
-async fn setup() -> (RedisServer, Client) {
-    let server = RedisServer::start();
+async fn setup() -> (TestRedis, Client) {
+    let server = TestRedis::start();
     let client = client_with(&server, instant_retries()).await;
     (server, client)
 }
@@ -177,7 +178,7 @@ async fn failures_retry_until_attempts_run_out_then_the_job_is_dead() {
 
 #[tokio::test]
 async fn backoff_is_exponential_with_bounded_jitter_on_redis_time() {
-    let server = RedisServer::start();
+    let server = TestRedis::start();
     let policy = Policy {
         backoff_base: Duration::from_secs(10),
         backoff_jitter: 0.25,
@@ -231,7 +232,7 @@ async fn a_permanent_error_buries_at_once_and_dead_jobs_can_be_retried_and_purge
 
 #[tokio::test]
 async fn the_dead_set_is_capped_and_finished_records_expire() {
-    let server = RedisServer::start();
+    let server = TestRedis::start();
     let policy = Policy {
         dead_max_count: 2,
         ..instant_retries()
@@ -361,7 +362,7 @@ async fn delayed_jobs_wait_in_scheduled_until_due() {
 
 #[tokio::test]
 async fn a_job_that_keeps_killing_its_worker_is_buried_at_the_poison_cap() {
-    let server = RedisServer::start();
+    let server = TestRedis::start();
     let policy = Policy {
         poison_cap: 2,
         ..instant_retries()

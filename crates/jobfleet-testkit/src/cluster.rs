@@ -389,3 +389,96 @@ fn parse_nodes(text: &str) -> Vec<ClusterNode> {
         })
         .collect()
 }
+
+/// The Redis a lifecycle test runs on: its own `redis-server` by default,
+/// or, with `JOBFLEET_TEST_TOPOLOGY=cluster`, a key prefix of its own on one
+/// Redis Cluster shared by the test binary (three primaries, a replica each),
+/// so the same tests check every transition on both topologies.
+#[derive(Debug)]
+pub enum TestRedis {
+    /// A private server.
+    Single(RedisServer),
+    /// A prefix on the shared cluster.
+    Cluster {
+        /// The key prefix this test's client must use.
+        prefix: String,
+    },
+}
+
+impl TestRedis {
+    /// Starts a server, or takes a fresh prefix on the shared cluster.
+    pub fn start() -> TestRedis {
+        match std::env::var("JOBFLEET_TEST_TOPOLOGY").as_deref() {
+            Ok("cluster") => {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                shared_cluster();
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                TestRedis::Cluster {
+                    prefix: format!("t{n}"),
+                }
+            }
+            Ok("single") | Err(_) => TestRedis::Single(RedisServer::start()),
+            Ok(other) => panic!("JOBFLEET_TEST_TOPOLOGY={other}: use single or cluster"),
+        }
+    }
+
+    /// The URL to connect to.
+    pub fn url(&self) -> String {
+        match self {
+            TestRedis::Single(server) => server.url(),
+            TestRedis::Cluster { .. } => shared_cluster().seeds_url(),
+        }
+    }
+
+    /// The key prefix the test's client must use.
+    pub fn prefix(&self) -> String {
+        match self {
+            TestRedis::Single(_) => "jobfleet".into(),
+            TestRedis::Cluster { prefix } => prefix.clone(),
+        }
+    }
+
+    /// Sends an inline command to the node that holds `key` (the server,
+    /// or the key's primary on a cluster): for node-wide commands such as
+    /// `INFO` and `CONFIG RESETSTAT`. Returns the raw reply.
+    pub fn cmd_at(&self, key: &str, line: &str) -> String {
+        match self {
+            TestRedis::Single(server) => server.cmd(line),
+            TestRedis::Cluster { .. } => {
+                let cluster = shared_cluster();
+                crate::send(cluster.slot_owner(cluster.keyslot(key)), line)
+            }
+        }
+    }
+
+    /// How many keys the test's prefix has (on every primary, on a cluster).
+    pub fn count_keys(&self) -> usize {
+        let pattern = format!("KEYS {}:*", self.prefix());
+        match self {
+            TestRedis::Single(server) => crate::resp_words(&server.cmd(&pattern)).len(),
+            TestRedis::Cluster { .. } => shared_cluster()
+                .primaries()
+                .into_iter()
+                .map(|p| crate::resp_words(&crate::send(p, &pattern)).len())
+                .sum(),
+        }
+    }
+
+    /// Sends one inline command whose first argument is a key (to the node
+    /// that owns it, on a cluster); returns the raw reply.
+    pub fn cmd(&self, line: &str) -> String {
+        match self {
+            TestRedis::Single(server) => server.cmd(line),
+            TestRedis::Cluster { .. } => {
+                let cluster = shared_cluster();
+                let key = line.split_whitespace().nth(1).expect("a command with a key");
+                crate::send(cluster.slot_owner(cluster.keyslot(key)), line)
+            }
+        }
+    }
+}
+
+fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: std::sync::OnceLock<RedisCluster> = std::sync::OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(3, 1))
+}

@@ -16,7 +16,7 @@ mod cluster;
 mod proxy;
 mod sentinel;
 
-pub use cluster::{ClusterNode, Migration, RedisCluster, redis_cli_binary};
+pub use cluster::{ClusterNode, Migration, RedisCluster, TestRedis, redis_cli_binary};
 pub use proxy::Proxy;
 pub use sentinel::{SentinelGroup, role};
 
