@@ -5,10 +5,12 @@
 # primaries, and the end-to-end rate, for one plain Redis (the comparison)
 # and for clusters of 1, 2 and 3 primaries (no replicas), all in this run.
 #
-#   scripts/bench-cluster.sh                  # 100,000 jobs per run
-#   JOBS=20000 scripts/bench-cluster.sh
+#   scripts/bench-cluster.sh                  # 3 rounds of 100,000 jobs per setup
+#   ROUNDS=1 JOBS=20000 scripts/bench-cluster.sh
 #
-# Environment: JOBS (100000), SHARDS_PER_PRIMARY (2), WORKERS (2),
+# Each round runs every setup once (single, then clusters of 1, 2 and 3),
+# so all see the same machine; the summary gives medians over the rounds.
+# Environment: JOBS (100000), ROUNDS (3), SHARDS_PER_PRIMARY (2), WORKERS (2),
 # CONCURRENCY (64), BENCH_BIN_DIR (take the binaries from there).
 # On a machine with few cores the workers and producer share the CPU with
 # Redis, so the end-to-end rate is bounded by the machine; the CPU cost per
@@ -19,6 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/lib.sh"
 JOBS=${JOBS:-100000}
+ROUNDS=${ROUNDS:-3}
 PER=${SHARDS_PER_PRIMARY:-2}
 WORKERS=${WORKERS:-2}
 CONC=${CONCURRENCY:-64}
@@ -40,10 +43,17 @@ else
 fi
 JF=$BIN/jobfleet JW=$BIN/jobfleet-worker JB=$BIN/jobfleet-bench
 need_bin "$JF" "$JW" "$JB"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Below 55536: a cluster node also listens on its port + 10000.
+free_port() {
+    python3 -c 'import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if p <= 55535: print(p); break'
+}
 awk -v n="$JOBS" 'BEGIN { for (i = 0; i < n; i++) print "{}" }' >"$WORK/payloads"
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 cpu() { redis-cli -p "$1" info cpu | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.3f", s }'; }
+calls() { redis-cli -p "$1" info commandstats | awk -F'[=,]' '/^cmdstat_evalsha:/ { print $2 }'; }
 
 # Starts a server on a fresh port (a cluster node when $1 is "cluster");
 # prints the port.
@@ -90,7 +100,7 @@ start_cluster() {
 # against the nodes in $1 (space-separated ports); prints the rate and the
 # CPU each node spent.
 run() {
-    local ports=($1) shards=$2 url pids=() p i before=() e2e line total=0
+    local ports=($1) shards=$2 name=$3 url pids=() p i before=() e2e line total=0 scripts=0 shares=()
     url="redis://127.0.0.1:${ports[0]}"
     "$JF" --redis "$url" queue create bench --shards "$shards" >/dev/null
     for ((i = 1; i <= WORKERS; i++)); do
@@ -99,7 +109,10 @@ run() {
         echo $! >>"$WORK/pids"
     done
     "$JB" --redis "$url" ready --workers "$WORKERS" >/dev/null
-    for p in "${ports[@]}"; do before+=("$(cpu "$p")"); done
+    for p in "${ports[@]}"; do
+        before+=("$(cpu "$p")")
+        redis-cli -p "$p" config resetstat >/dev/null
+    done
     e2e=$("$JB" --redis "$url" -q bench run --expect "$JOBS" --jobs "$JOBS" --stdin-file "$WORK/payloads" -- \
         "$JF" --redis "$url" submit noop --stdin -q bench)
     line="rate $(field "$e2e" e2e_per_s) jobs/s; redis cpu s per 100k jobs:"
@@ -109,15 +122,43 @@ run() {
         used=$(python3 -c "print(round(($(cpu "$p") - ${before[$i]}) * 100000 / $JOBS, 3))")
         line="$line :$p $used"
         total=$(python3 -c "print(round($total + $used, 3))")
+        scripts=$((scripts + $(calls "$p")))
+        shares+=("$used")
         i=$((i + 1))
     done
-    echo "$line; all primaries $total"
+    echo "$line; all primaries $total; $((scripts * 100000 / JOBS)) script calls per 100k jobs"
+    echo "$name $(field "$e2e" e2e_per_s) $total $(python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(round(max(v)/ (sum(v)/len(v)), 3))" "${shares[@]}")" >>"$WORK/runs"
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
-echo "== $JOBS no-op jobs per run, $WORKERS workers x $CONC, $PER shards per primary" >&2
-echo "single redis, 1 shard:      $(run "$(start_node single)" 1)"
-for n in 1 2 3; do
-    echo "cluster of $n, $((n * PER)) shards: $(run "$(start_cluster "$n")" $((n * PER)))"
+echo "== $ROUNDS rounds of $JOBS no-op jobs per setup, $WORKERS workers x $CONC, $PER shards per primary" >&2
+SINGLE=$(start_node single)
+CLUSTERS=()
+for n in 1 2 3; do CLUSTERS+=("$(start_cluster "$n")"); done
+for ((r = 1; r <= ROUNDS; r++)); do
+    echo "round $r"
+    redis-cli -p "$SINGLE" flushall >/dev/null
+    echo "  single redis, 1 shard:   $(run "$SINGLE" 1 single 2>/dev/null)"
+    for n in 1 2 3; do
+        for p in ${CLUSTERS[$((n - 1))]}; do redis-cli -p "$p" flushall >/dev/null; done
+        echo "  cluster of $n, $((n * PER)) shards: $(run "${CLUSTERS[$((n - 1))]}" $((n * PER)) "cluster-$n" 2>/dev/null)"
+    done
 done
+python3 - "$WORK/runs" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, rate, cpu, skew = line.split()
+    rows.setdefault(name, []).append((float(rate), float(cpu), float(skew)))
+base = statistics.median(c for _, c, _ in rows["single"])
+print("medians: setup, jobs/s end to end, redis cpu s per 100k jobs (all primaries), vs single, busiest primary / mean, projected ceiling (jobs/s, a core per primary)")
+for name in ["single", "cluster-1", "cluster-2", "cluster-3"]:
+    r = rows[name]
+    rate = statistics.median(x for x, _, _ in r)
+    cpu = statistics.median(c for _, c, _ in r)
+    skew = statistics.median(s for _, _, s in r)
+    n = 1 if name == "single" else int(name.split("-")[1])
+    ceiling = n / (cpu / 100000) / skew
+    print(f"  {name:10} {rate:9.0f} {cpu:6.3f} {cpu / base:5.2f}x {skew:5.3f} {ceiling:9.0f}")
+PY

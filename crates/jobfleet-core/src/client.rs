@@ -744,7 +744,9 @@ impl Client {
     /// subscription is confirmed, so anything published after this returns
     /// is delivered.
     pub async fn subscribe(&self, channels: Vec<String>, patterns: Vec<String>) -> Result<Subscription> {
-        self.subscribe_to(Channels::Fixed { channels, patterns }).await
+        // Boxed: the subscription's future is large and deeply nested, and
+        // every caller's own future would otherwise hold it whole.
+        Box::pin(self.subscribe_to(Channels::Fixed { channels, patterns })).await
     }
 
     async fn subscribe_to(&self, source: Channels) -> Result<Subscription> {
@@ -842,7 +844,7 @@ impl Client {
             let pattern = format!("{}:{{*}}:events", self.prefix);
             return self.subscribe(vec![], vec![pattern]).await;
         }
-        self.subscribe_to(Channels::Events(queues.to_vec())).await
+        Box::pin(self.subscribe_to(Channels::Events(queues.to_vec()))).await
     }
 
     /// Waits until every job in `jobs` (queue, id) is final, or `timeout`

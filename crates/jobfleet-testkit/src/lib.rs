@@ -58,7 +58,13 @@ impl RedisServer {
         let dir = tempfile::tempdir().expect("create a temporary directory for redis-server");
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            // A cluster node also listens on its port + 10000.
+            let port = loop {
+                let port = free_port();
+                if !options.cluster || port <= 55535 {
+                    break port;
+                }
+            };
             match spawn(port, dir.path(), &options) {
                 Ok(child) => {
                     return RedisServer {

@@ -23,7 +23,7 @@
 -- a slot migrates, one already moved makes the whole call a TRYAGAIN (the
 -- client waits and sends it again, to the new owner once the slot moved).
 for i = 6, #ARGV, 2 do
-  if not here(ARGV[2] .. ARGV[i]) then
+  if not here(ARGV[2] .. ARGV[i], ARGV[2]) then
     return redis.error_reply('TRYAGAIN jobfleet: job ' .. ARGV[i] .. ' is moving to another node')
   end
 end
@@ -34,11 +34,16 @@ local queue_json = cjson.encode(ARGV[4])
 local worker_json = cjson.encode(ARGV[1])
 local task_json = {}
 -- Events are fire-and-forget: with nobody subscribed to this queue's events
--- (or to any pattern), building and publishing them is skipped. Not on a
--- Cluster (SPUBLISH): a sharded subscriber may sit on any node of the shard,
--- a replica included, where this node's counts do not see it.
-local listened = PUBLISH == 'SPUBLISH'
-  or redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0
+-- (or to any pattern), building and publishing them is skipped. On a Cluster
+-- the count is of the sharded subscribers on this node, the shard's primary,
+-- where the jobfleet client subscribes (a subscriber on a replica is not
+-- seen, as a plain subscriber on a replica is not outside a Cluster).
+local listened
+if CLUSTER then
+  listened = redis.call('PUBSUB', 'SHARDNUMSUB', ARGV[3])[2] > 0
+else
+  listened = redis.call('PUBSUB', 'NUMSUB', ARGV[3])[2] > 0 or redis.call('PUBSUB', 'NUMPAT') > 0
+end
 local out = {}
 local done = 0
 for i = 6, #ARGV, 2 do

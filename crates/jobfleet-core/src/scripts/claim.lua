@@ -56,13 +56,13 @@ local examined, orphaned, skipped_cancelled = 0, 0, 0
 local moving = false
 while #claimed < want and examined < budget and not moving do
   local take = math.min(want - #claimed, budget - examined)
-  if CLUSTER then
-    -- Look before popping: stop at the first id whose record is not here
-    -- (its slot is moving), so it and the ids after it stay untouched.
+  if CLUSTER and not here(ARGV[3] .. ' no such job', ARGV[3]) then
+    -- The slot is moving: look before popping, and stop at the first id
+    -- whose record is not here, so it and the ids after it stay untouched.
     local ids = redis.call('LRANGE', KEYS[1], -take, -1)
     take = 0
     for i = #ids, 1, -1 do
-      if not here(ARGV[3] .. ids[i]) then
+      if not here(ARGV[3] .. ids[i], ARGV[3]) then
         moving = true
         break
       end

@@ -5,14 +5,17 @@ local PUBLISH = 'PUBLISH'
 --                     reads 'SPUBLISH' (sharded pub/sub: every channel of a
 --                     queue shard lives in the shard's slot, so a message
 --                     stays on that shard's nodes).
--- here(key)           whether `key` can be used on this node now: on a Cluster,
---                     while its slot migrates, a key already moved to the
---                     importing node cannot (Redis refuses a script's access
---                     to it, and the refusal would end the script halfway).
---                     A script checks a job's key before its first write for
---                     that job and, when it is not here, leaves the job and
---                     its id untouched for a later call. Always true outside
---                     a Cluster (and costs nothing there).
+-- here(key, prefix)   whether `key` (built on `prefix`, a key prefix of the
+--                     queue shard's slot) can be used on this node now: on a
+--                     Cluster, while its slot migrates, a key already moved
+--                     to the importing node cannot (Redis refuses a script's
+--                     access to it, and the refusal would end the script
+--                     halfway). A script checks a job's key before its first
+--                     write for that job and, when it is not here, leaves the
+--                     job and its id untouched for a later call. Whether the
+--                     slot migrates at all is asked once per script (a key
+--                     no job can have: ids have no spaces); only then is each
+--                     key checked. Always true outside a Cluster.
 -- now_ms()            Redis' own clock in unix ms: the one clock for leases,
 --                     heartbeats and schedules (hosts' clocks are never used).
 -- since(now, t)       ms from t to now, never negative (Redis' clock may step
@@ -33,9 +36,15 @@ local PUBLISH = 'PUBLISH'
 
 local CLUSTER = PUBLISH == 'SPUBLISH'
 
-local function here(key)
+local migrating = {}
+local function here(key, prefix)
   if not CLUSTER then return true end
-  return type(redis.pcall('EXISTS', key)) == 'number'
+  local m = migrating[prefix]
+  if m == nil then
+    m = type(redis.pcall('EXISTS', prefix .. ' no such job')) ~= 'number'
+    migrating[prefix] = m
+  end
+  return not m or type(redis.pcall('EXISTS', key)) == 'number'
 end
 
 local function now_ms()
@@ -95,7 +104,7 @@ local function trim_dead(dead, job_prefix, now, max_count, max_age_ms, limit)
   local function drop(ids)
     for _, old_id in ipairs(ids) do
       local key = job_prefix .. old_id
-      if not here(key) then return end
+      if not here(key, job_prefix) then return end
       if redis.call('HGET', key, 'state') == 'dead' then redis.call('DEL', key) end
       redis.call('ZREM', dead, old_id)
     end

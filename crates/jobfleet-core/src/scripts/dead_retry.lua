@@ -23,7 +23,7 @@ local n = 0
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
   -- Not here (its slot is moving): the rest waits for another call.
-  if not here(key) then break end
+  if not here(key, ARGV[1]) then break end
   local dead = redis.call('HGET', key, 'state') == 'dead'
   if dead and valid_id(id) then
     if redis.call('ZREM', KEYS[1], id) == 1 then

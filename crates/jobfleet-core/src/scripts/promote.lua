@@ -14,7 +14,7 @@ local moved = 0
 for _, id in ipairs(due) do
   local key = ARGV[1] .. id
   -- Not here (its slot is moving): left due, for a later pass.
-  if not here(key) then break end
+  if not here(key, ARGV[1]) then break end
   redis.call('ZREM', KEYS[1], id)
   local state = redis.call('HGET', key, 'state')
   if state == 'scheduled' or (not state and redis.call('EXISTS', key) == 1) then

@@ -26,7 +26,7 @@ local n, requeued = 0, 0
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local key = ARGV[1] .. id
   -- Not here (its slot is moving): left for the next reconcile.
-  if not held[id] and not here(key) then break end
+  if not held[id] and not here(key, ARGV[1]) then break end
   if not held[id] then
     redis.call('LREM', KEYS[1], 1, id)
     if redis.call('EXISTS', key) == 1 then

@@ -25,12 +25,12 @@ for _, worker in ipairs(stale) do
   local processing = ARGV[2] .. worker
   -- A list or record not here (its slot is moving): the worker stays in
   -- the set with what is left, for a later pass.
-  local whole = here(processing)
+  local whole = here(processing, ARGV[3])
   while whole do
     local id = redis.call('LINDEX', processing, -1)
     if not id then break end
     local key = ARGV[3] .. id
-    if not here(key) then
+    if not here(key, ARGV[3]) then
       whole = false
       break
     end

@@ -22,7 +22,7 @@ while true do
   local key = ARGV[2] .. id
   -- Not here (its slot is moving): the rest stays, and so does the worker's
   -- entry in the workers set, so recovery hands it back later.
-  if not here(key) then
+  if not here(key, ARGV[2]) then
     whole = false
     break
   end
