@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use jobfleet_testkit::RedisServer;
 use serde_json::Value;
 
+pub mod dashboard;
 pub mod load;
 
 /// The directory holding the built binaries (built once per test run).

@@ -530,8 +530,16 @@ impl Topology {
                 Ok(Conn(Inner::Sentinel(failover)))
             }
             Kind::Cluster { seeds } => {
+                // A failover (a replica taking over) takes the cluster's
+                // node timeout and an election: commands wait it out for
+                // about `failover_wait`, retrying every 50 ms to 1 s.
+                let patience = (failover_wait.as_millis() as u64 / 500)
+                    .max(retries as u64)
+                    .clamp(4, 120);
                 let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
-                    .retries(retries.max(1) as u32)
+                    .retries(patience as u32)
+                    .min_retry_wait(50)
+                    .max_retry_wait(1000)
                     .connection_timeout(connection_timeout)
                     .response_timeout(response_timeout)
                     .build()?;
@@ -1097,7 +1105,10 @@ impl ConnectionLike for Conn {
                 let failover = failover.clone();
                 Box::pin(async move { failover.run(Request::Pipeline(pipeline, offset, count)).await })
             }
-            Inner::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
+            Inner::Cluster(cluster) => {
+                let mut cluster = cluster.clone();
+                Box::pin(async move { cluster_pipeline(&mut cluster, pipeline, offset, count).await })
+            }
         }
     }
 
@@ -1107,6 +1118,80 @@ impl ConnectionLike for Conn {
             Inner::Sentinel(failover) => failover.topology_db(),
             Inner::Cluster(_) => 0,
         }
+    }
+}
+
+/// How often a pipeline that a Cluster redirected is sent again.
+const CLUSTER_REDIRECTS: u64 = 10;
+
+/// Sends a pipeline on a Cluster. The crate sends a pipeline to the node its
+/// slot map names and follows no redirection inside it: after a failover or
+/// during a slot migration, a reply carries `MOVED`, `ASK`, `TRYAGAIN` or
+/// `CLUSTERDOWN` for commands that did not run. Then a single command on the
+/// pipeline's first key (which the crate does follow, refreshing its map on
+/// `MOVED`) precedes sending the whole pipeline again, so its commands stay
+/// together on one node (a script and its `WAIT`).
+async fn cluster_pipeline(
+    cluster: &mut ClusterConnection,
+    pipeline: &redis::Pipeline,
+    offset: usize,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    let mut tries = 0;
+    loop {
+        let reply = cluster.req_packed_commands(pipeline, offset, count).await;
+        let redirected = match &reply {
+            Ok(values) => values.iter().any(value_is_redirect),
+            Err(e) => is_redirect(e),
+        };
+        if !redirected || tries >= CLUSTER_REDIRECTS {
+            return reply;
+        }
+        tries += 1;
+        if let Some(key) = first_key(pipeline) {
+            let _: RedisResult<Value> = redis::cmd("EXISTS").arg(key).query_async(cluster).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+    }
+}
+
+/// The first key a pipeline's commands name (a script's first KEYS entry).
+fn first_key(pipeline: &redis::Pipeline) -> Option<Vec<u8>> {
+    pipeline.cmd_iter().find_map(|cmd| {
+        let args: Vec<&[u8]> = cmd
+            .args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(bytes) => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        let name = args.first()?.to_ascii_uppercase();
+        match name.as_slice() {
+            b"EVALSHA" | b"EVAL" => (args.get(2).copied() != Some(b"0".as_slice()))
+                .then(|| args.get(3).map(|k| k.to_vec()))
+                .flatten(),
+            b"WAIT" | b"PING" | b"INFO" | b"TIME" => None,
+            _ => args.get(1).map(|k| k.to_vec()),
+        }
+    })
+}
+
+fn is_redirect(e: &RedisError) -> bool {
+    use redis::ServerErrorKind as K;
+    matches!(
+        e.kind(),
+        ErrorKind::Server(K::Moved | K::Ask | K::TryAgain | K::ClusterDown)
+    ) || matches!(e.code(), Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN"))
+}
+
+fn value_is_redirect(value: &Value) -> bool {
+    match value {
+        Value::ServerError(e) => {
+            use redis::ServerErrorKind as K;
+            matches!(e.kind(), Some(K::Moved | K::Ask | K::TryAgain | K::ClusterDown))
+                || matches!(e.code(), "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
+        }
+        _ => false,
     }
 }
 
