@@ -100,6 +100,22 @@ fn a_six_shard_queue_runs_end_to_end_from_the_cli() {
         "{text}"
     );
     assert!(text.contains("redis: cluster of 6 nodes"), "{text}");
+
+    // The dashboard reads the whole queue and finds any job.
+    let dashboard = Dashboard::start(&fleet, &[]);
+    let stats: serde_json::Value = serde_json::from_str(&http_get(dashboard.port, "/api/stats")).unwrap();
+    let photos = stats["queues"]
+        .as_array()
+        .and_then(|qs| qs.iter().find(|q| q["name"] == "photos"))
+        .unwrap_or_else(|| panic!("no photos queue in {stats}"));
+    assert_eq!(
+        (photos["completed"].as_u64(), photos["shards"].as_u64()),
+        (Some(300), Some(6))
+    );
+    assert_eq!(stats["redis"]["mode"], "cluster");
+    let job: serde_json::Value =
+        serde_json::from_str(&http_get(dashboard.port, &format!("/api/jobs/{}", ids[201]))).unwrap();
+    assert_eq!(job["state"], "completed", "{job}");
 }
 
 #[test]
