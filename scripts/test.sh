@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole check: formatting, lints, and every test (unit, Redis-backed
 # integration, end-to-end with the real binaries, the dashboard in headless
-# Chromium), then the core lifecycle tests once more on a Redis Cluster. Installs what the tests need when it is missing: redis-server,
+# Chromium), then the core lifecycle tests and the CLI tests once more on a Redis
+# Cluster. Installs what the tests need when it is missing: redis-server,
 # chromium and openssl (for the TLS test's certificate), from Debian's packages. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +24,6 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
-echo "== the lifecycle tests again, on a Redis Cluster (3 primaries, 3 replicas)"
+echo "== the lifecycle and CLI tests again, on a Redis Cluster (3 primaries, 3 replicas)"
 JOBFLEET_TEST_TOPOLOGY=cluster cargo test --locked -p jobfleet-core --test transitions --test failure_paths
+JOBFLEET_TEST_TOPOLOGY=cluster cargo test --locked -p jobfleet-e2e --test cli

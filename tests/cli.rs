@@ -8,6 +8,7 @@ use std::io::Read;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use jobfleet_testkit::RedisServer;
 use util::{Fleet, ids};
 
 fn lines(n: usize, make: impl Fn(usize) -> String) -> String {
@@ -517,8 +518,9 @@ fn protocol_scripts_writes_every_script_as_sent_to_redis() {
 
 #[test]
 fn a_submit_no_replica_confirms_prints_no_id_exits_three_and_the_worker_counts_its_unconfirmed_acks() {
-    // A lone Redis has no replica: --replicas 1 can never be confirmed.
-    let mut fleet = Fleet::new();
+    // A lone Redis has no replica: --replicas 1 can never be confirmed (a
+    // server of its own on every topology run: a cluster has replicas).
+    let mut fleet = Fleet::with_redis(RedisServer::start());
     let run = fleet.jobfleet(&[
         "--replicas",
         "1",
@@ -664,7 +666,8 @@ fn ctrl_c_while_waiting_says_the_jobs_keep_running_and_how_to_wait_again() {
 
 #[test]
 fn connection_errors_name_the_real_cause_once() {
-    let fleet = Fleet::new();
+    // It reconfigures the server: one of its own on every topology run.
+    let fleet = Fleet::with_redis(RedisServer::start());
     fleet.redis().cmd("CONFIG SET requirepass s3cret");
     let port = fleet.redis().port();
     let run = |url: &str| {
@@ -798,7 +801,7 @@ fn completions_man_page_and_version_come_from_the_command_line_itself() {
 #[test]
 fn submit_at_a_time_schedules_the_job_for_that_time_on_redis_clock() {
     let fleet = Fleet::new();
-    let redis_secs: u64 = jobfleet_testkit::resp_words(&fleet.redis().cmd("TIME"))[0]
+    let redis_secs: u64 = jobfleet_testkit::resp_words(&fleet.cmd_at("default", "TIME"))[0]
         .parse()
         .unwrap();
     let target = redis_secs + 3600;

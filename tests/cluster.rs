@@ -213,7 +213,6 @@ fn killing_a_primary_under_load_loses_no_acknowledged_submit() {
         "the load ran: {}",
         ledger.acknowledged.len()
     );
-    assert!(ledger.refused_runs > 0, "some submits met the missing replica");
     verdict.assert_sound();
     assert_eq!(
         verdict.completed, verdict.submitted,

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use jobfleet_testkit::RedisServer;
+use jobfleet_testkit::{RedisServer, TestRedis};
 use serde_json::Value;
 
 pub mod dashboard;
@@ -54,9 +54,11 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Fleet {
     /// The private Redis, when the fleet has one of its own (a Sentinel
     /// group or a proxy is owned by the test instead).
-    redis: Option<RedisServer>,
+    redis: Option<TestRedis>,
     /// The URL every process is given.
     pub url: String,
+    /// The key prefix every process is given (`JOBFLEET_PREFIX`).
+    pub prefix: String,
     pub workers: Vec<Worker>,
     /// Scratch space: the chaos worker's execution log lives here.
     pub dir: tempfile::TempDir,
@@ -85,14 +87,25 @@ impl Run {
 }
 
 impl Fleet {
+    /// A fleet on a Redis of its own: a private server, or with
+    /// `JOBFLEET_TEST_TOPOLOGY=cluster` a prefix of its own on the test
+    /// binary's Redis Cluster.
     pub fn new() -> Fleet {
-        Fleet::with_redis(RedisServer::start())
+        let redis = TestRedis::start();
+        Fleet {
+            url: redis.url(),
+            prefix: redis.prefix(),
+            redis: Some(redis),
+            workers: Vec::new(),
+            dir: tempfile::tempdir().expect("scratch dir"),
+        }
     }
 
     pub fn with_redis(redis: RedisServer) -> Fleet {
         Fleet {
             url: redis.url(),
-            redis: Some(redis),
+            prefix: "jobfleet".into(),
+            redis: Some(TestRedis::Single(redis)),
             workers: Vec::new(),
             dir: tempfile::tempdir().expect("scratch dir"),
         }
@@ -102,6 +115,7 @@ impl Fleet {
     pub fn with_url(url: String) -> Fleet {
         Fleet {
             url,
+            prefix: "jobfleet".into(),
             redis: None,
             workers: Vec::new(),
             dir: tempfile::tempdir().expect("scratch dir"),
@@ -110,12 +124,27 @@ impl Fleet {
 
     /// The fleet's own Redis.
     pub fn redis(&self) -> &RedisServer {
-        self.redis.as_ref().expect("this fleet has a Redis of its own")
+        match &self.redis {
+            Some(TestRedis::Single(server)) => server,
+            _ => panic!("this test needs a redis-server of its own (it reconfigures or restarts it)"),
+        }
+    }
+
+    /// Sends an inline command to the node holding `key` (the fleet's own
+    /// server, or the key's primary on a cluster); the raw reply.
+    pub fn cmd_at(&self, key: &str, line: &str) -> String {
+        self.redis
+            .as_ref()
+            .expect("this fleet has a Redis of its own")
+            .cmd_at(key, line)
     }
 
     /// The fleet's own Redis, to kill or restart.
     pub fn redis_mut(&mut self) -> &mut RedisServer {
-        self.redis.as_mut().expect("this fleet has a Redis of its own")
+        match &mut self.redis {
+            Some(TestRedis::Single(server)) => server,
+            _ => panic!("this test needs a redis-server of its own (it reconfigures or restarts it)"),
+        }
     }
 
     /// Where the chaos worker records executions.
@@ -162,6 +191,7 @@ impl Fleet {
             .args(args)
             .args(extra)
             .env("JOBFLEET_REDIS", &self.url)
+            .env("JOBFLEET_PREFIX", &self.prefix)
             .env("CHAOS_LOG", self.execution_log())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -277,6 +307,7 @@ impl Fleet {
         let mut child = Command::new(bin("jobfleet"))
             .args(args)
             .env("JOBFLEET_REDIS", &self.url)
+            .env("JOBFLEET_PREFIX", &self.prefix)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -767,7 +767,7 @@ impl Client {
                     Err(e) => Err(e),
                 };
                 match opened {
-                    Ok((mut subscriber, channels)) => {
+                    Ok((mut subscriber, mut channels)) => {
                         if warned {
                             tracing::info!("pub/sub connection restored");
                         }
@@ -784,12 +784,18 @@ impl Client {
                                 // A new primary: this connection may still
                                 // stand, but nothing is published here now.
                                 _ = switched.changed() => None,
-                                // New queues or shards: subscribe anew.
+                                // New queues or shards: the new subscription
+                                // is made before the old one goes, so nothing
+                                // published meanwhile is missed.
                                 _ = recheck.tick(), if source.changes() => {
-                                    match source.resolve(&client).await {
-                                        Ok((now, _)) if now != channels => None,
-                                        _ => continue,
+                                    if let Ok((now, _)) = source.resolve(&client).await
+                                        && now != channels
+                                        && let Ok(wider) = open_subscriber(&topology, &now, &[]).await
+                                    {
+                                        subscriber = wider;
+                                        channels = now;
                                     }
+                                    continue;
                                 }
                             };
                             let feed = match delivery {

@@ -459,3 +459,35 @@ async fn a_claim_that_meets_a_half_moved_slot_drops_no_id() {
     let stats = client.queue("split").unwrap().stats().await.unwrap();
     assert_eq!((stats.pending, stats.active), (0, 11), "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_of_every_shard_are_promoted_and_run() {
+    let cluster = cluster();
+    let client = connect(&cluster.url(), "later").await;
+    let q = client.queue("timed").unwrap();
+    q.set_shards(4).await.unwrap();
+    let specs: Vec<JobSpec> = (0..40)
+        .map(|n| JobSpec::new("echo", &json!({ "n": n })).delay(Duration::from_millis(300)))
+        .collect();
+    let ids: HashSet<String> = q
+        .submit_batch(&specs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let stats = q.stats_by_shard().await.unwrap();
+    assert!(stats.iter().all(|s| s.scheduled == 10), "{stats:?}");
+    assert_eq!(drain(&q, "early").await.len(), 0, "nothing is due yet");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut promoted = 0;
+    while promoted < 40 {
+        assert!(tokio::time::Instant::now() < deadline, "only {promoted} promoted");
+        for shard in q.shards().await.unwrap() {
+            promoted += shard.promote_due(100).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ran: HashSet<String> = drain(&q, "late").await.into_values().flatten().collect();
+    assert_eq!(ran, ids);
+}
