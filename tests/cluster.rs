@@ -116,6 +116,31 @@ fn a_six_shard_queue_runs_end_to_end_from_the_cli() {
     let job: serde_json::Value =
         serde_json::from_str(&http_get(dashboard.port, &format!("/api/jobs/{}", ids[201]))).unwrap();
     assert_eq!(job["state"], "completed", "{job}");
+
+    // A raised count reaches the running workers, without a restart or flag.
+    let run = fleet.jobfleet(&["queue", "create", "photos", "--shards", "8"]);
+    assert!(run.stdout.contains("8 shard(s) (was 6)"), "{}", run.stdout);
+    let lines: String = (0..80).map(|n| format!("{{\"n\": {n}}}\n")).collect();
+    let run = fleet.jobfleet_stdin(
+        &[
+            "submit",
+            "echo",
+            "--stdin",
+            "-q",
+            "photos",
+            "--wait",
+            "--wait-timeout",
+            "30s",
+        ],
+        &lines,
+    );
+    assert_eq!(run.code, 0, "the new shards' jobs completed: {}", run.stderr);
+    let stats = fleet
+        .jobfleet(&["stats", "--shards", "--json", "-q", "photos"])
+        .json();
+    let shards = stats["queues"][0]["by_shard"].as_array().unwrap().clone();
+    assert_eq!(shards.len(), 8);
+    assert!(shards[6]["completed"].as_u64() > Some(0) && shards[7]["completed"].as_u64() > Some(0));
 }
 
 #[test]
