@@ -16,6 +16,12 @@
 # Redis, so the end-to-end rate is bounded by the machine; the CPU cost per
 # primary is what projects the ceiling: 1 / (cost per job on the busiest
 # primary) jobs/s per Redis core.
+#
+# Three busy Redis processes cost more per job than one on a small machine
+# whatever they run, so a second part compares like with like: three
+# independent plain servers and one cluster of three, each carrying three
+# fleets at once (a producer of JOBS/3 jobs, a worker and a queue each; on
+# the cluster each queue has 2 shards).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -145,6 +151,59 @@ for ((r = 1; r <= ROUNDS; r++)); do
         echo "  cluster of $n, $((n * PER)) shards: $(run "${CLUSTERS[$((n - 1))]}" $((n * PER)) "cluster-$n" 2>/dev/null)"
     done
 done
+# Part two: three fleets at once on three plain servers, then on the
+# cluster of three.
+fair() {
+    local name=$1 ports=($2) urls=($3) before=() pids=() p i total n=$((JOBS / 3))
+    awk -v n="$n" 'BEGIN { for (i = 0; i < n; i++) print "{}" }' >"$WORK/third"
+    for p in "${ports[@]}"; do redis-cli -p "$p" flushall >/dev/null; done
+    for i in 0 1 2; do
+        [ "$name" = cluster ] && "$JF" --redis "${urls[$i]}" queue create "fair$i" --shards 2 >/dev/null
+        "$JW" --redis "${urls[$i]}" -q "fair$i" --concurrency "$CONC" >"$WORK/fair-$i.log" 2>&1 &
+        pids+=($!)
+        echo $! >>"$WORK/pids"
+    done
+    for i in 0 1 2; do "$JB" --redis "${urls[$i]}" ready --workers 1 >/dev/null; done
+    for p in "${ports[@]}"; do before+=("$(cpu "$p")"); done
+    local benches=()
+    for i in 0 1 2; do
+        "$JB" --redis "${urls[$i]}" -q "fair$i" run --expect "$n" --jobs "$n" --stdin-file "$WORK/third" -- \
+            "$JF" --redis "${urls[$i]}" submit noop --stdin -q "fair$i" >/dev/null 2>&1 &
+        benches+=($!)
+    done
+    wait "${benches[@]}"
+    total=0
+    i=0
+    for p in "${ports[@]}"; do
+        total=$(python3 -c "print($total + $(cpu "$p") - ${before[$i]})")
+        i=$((i + 1))
+    done
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    local per=$(python3 -c "print(round($total * 100000 / (3 * $n), 3))")
+    echo "  three fleets at once on $name: redis cpu s per 100k jobs, all servers: $per"
+    echo "$name $per" >>"$WORK/fair"
+}
+SINGLES=()
+for i in 0 1 2; do SINGLES+=("$(start_node single)"); done
+SINGLE_URLS="redis://127.0.0.1:${SINGLES[0]} redis://127.0.0.1:${SINGLES[1]} redis://127.0.0.1:${SINGLES[2]}"
+C3=(${CLUSTERS[2]})
+C3_URL="redis://127.0.0.1:${C3[0]},127.0.0.1:${C3[1]},127.0.0.1:${C3[2]}"
+for ((r = 1; r <= ROUNDS; r++)); do
+    echo "fair round $r"
+    fair singles "${SINGLES[*]}" "$SINGLE_URLS"
+    fair cluster "${CLUSTERS[2]}" "$C3_URL $C3_URL $C3_URL"
+done
+
+python3 - "$WORK/fair" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, cpu = line.split()
+    rows.setdefault(name, []).append(float(cpu))
+s, c = statistics.median(rows["singles"]), statistics.median(rows["cluster"])
+print(f"medians, three fleets at once: three plain servers {s:.3f}, a cluster of three {c:.3f} redis cpu s per 100k jobs: {c / s:.2f}x")
+PY
 python3 - "$WORK/runs" <<'PY'
 import statistics, sys
 rows = {}
