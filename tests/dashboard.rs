@@ -458,6 +458,7 @@ fn run_briefly(fleet: &Fleet, args: &[&str]) -> (i32, String) {
     let mut child = Command::new(bin("jobfleet"))
         .args(args)
         .env("JOBFLEET_REDIS", fleet.url.clone())
+        .env("JOBFLEET_PREFIX", &fleet.prefix)
         .env_remove("JOBFLEET_DASHBOARD_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

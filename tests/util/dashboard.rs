@@ -27,6 +27,7 @@ impl Dashboard {
         let mut child = Command::new(bin("jobfleet"))
             .args(&args)
             .env("JOBFLEET_REDIS", fleet.url.clone())
+            .env("JOBFLEET_PREFIX", &fleet.prefix)
             .env_remove("JOBFLEET_DASHBOARD_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
