@@ -51,6 +51,16 @@ fn primaries_of(cluster: &RedisCluster, prefix: &str, queue: &str, shards: u32) 
         .collect()
 }
 
+/// Submits `specs`; their ids, in order.
+async fn submit_ids(q: &Queue, specs: &[JobSpec]) -> Vec<String> {
+    q.submit_batch(specs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect()
+}
+
 /// Claims and acks everything `q`'s shards hold, as one worker; returns
 /// the ids it ran, by shard.
 async fn drain(q: &Queue, worker: &str) -> HashMap<u32, Vec<String>> {
@@ -225,13 +235,7 @@ async fn raising_the_shard_count_loses_nothing() {
     let first: Vec<JobSpec> = (0..50)
         .map(|n| JobSpec::new("echo", &json!({ "n": n })))
         .collect();
-    let mut ids: HashSet<String> = q
-        .submit_batch(&first)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let mut ids: HashSet<String> = submit_ids(&q, &first).await.into_iter().collect();
     // Keys used before the raise; after it, most hash to another shard.
     let keyed: Vec<JobSpec> = (0..12)
         .map(|n| JobSpec::new("echo", &json!({ "key": n })).id(format!("order-{n}")))
@@ -278,13 +282,7 @@ async fn a_slot_migrated_under_load_loses_nothing_and_events_follow_it() {
     let specs: Vec<JobSpec> = (0..3000)
         .map(|n| JobSpec::new("echo", &json!({ "n": n })))
         .collect();
-    let ids: HashSet<String> = q
-        .submit_batch(&specs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let ids: HashSet<String> = submit_ids(&q, &specs).await.into_iter().collect();
 
     // Shard 0's slot moves to another primary while a worker claims and
     // acks and a producer submits.
@@ -417,13 +415,7 @@ async fn a_claim_that_meets_a_half_moved_slot_drops_no_id() {
     let specs: Vec<JobSpec> = (0..10)
         .map(|n| JobSpec::new("echo", &json!({ "n": n })))
         .collect();
-    let ids: Vec<String> = q
-        .submit_batch(&specs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let ids: Vec<String> = submit_ids(&q, &specs).await.into_iter().collect();
 
     // The record of the fourth job in claim order moves to the new owner;
     // its id, and everything else, stays behind for now.
@@ -469,13 +461,7 @@ async fn delayed_jobs_of_every_shard_are_promoted_and_run() {
     let specs: Vec<JobSpec> = (0..40)
         .map(|n| JobSpec::new("echo", &json!({ "n": n })).delay(Duration::from_millis(300)))
         .collect();
-    let ids: HashSet<String> = q
-        .submit_batch(&specs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let ids: HashSet<String> = submit_ids(&q, &specs).await.into_iter().collect();
     let stats = q.stats_by_shard().await.unwrap();
     assert!(stats.iter().all(|s| s.scheduled == 10), "{stats:?}");
     assert_eq!(drain(&q, "early").await.len(), 0, "nothing is due yet");
