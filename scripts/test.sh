@@ -25,5 +25,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== the lifecycle and CLI tests again, on a Redis Cluster (3 primaries, 3 replicas)"
-JOBFLEET_TEST_TOPOLOGY=cluster cargo test --locked -p jobfleet-core --test transitions --test failure_paths
-JOBFLEET_TEST_TOPOLOGY=cluster cargo test --locked -p jobfleet-e2e --test cli
+# (--workspace, as above: the same features, so nothing is built again)
+JOBFLEET_TEST_TOPOLOGY=cluster cargo test --workspace --locked --test transitions --test failure_paths --test cli

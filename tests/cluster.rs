@@ -39,6 +39,14 @@ fn a_six_shard_queue_runs_end_to_end_from_the_cli() {
         .map(|i| cluster.slot_owner(cluster.keyslot(&QueueKeys::shard("jobfleet", "photos", i).pending)))
         .collect();
     assert_eq!(owners.len(), 3, "the shards live on all three primaries");
+    for i in 0..6 {
+        let owner = cluster.slot_owner(cluster.keyslot(&QueueKeys::shard("jobfleet", "photos", i).pending));
+        assert_eq!(
+            shown["by_shard"][i as usize]["node"],
+            format!("127.0.0.1:{owner}"),
+            "queue show names each shard's primary"
+        );
+    }
 
     // Workers learn the shard count from Redis: no flag.
     fleet.start_worker(&["-q", "photos", "--concurrency", "4"]);
@@ -96,7 +104,7 @@ fn a_six_shard_queue_runs_end_to_end_from_the_cli() {
     );
     let text = fleet.jobfleet(&["stats", "--shards"]).stdout;
     assert!(
-        text.contains("photos (6 shards)") && text.contains("photos#5"),
+        text.contains("photos (6 shards)") && text.contains("photos#5 on 127.0.0.1:"),
         "{text}"
     );
     assert!(text.contains("redis: cluster of 6 nodes"), "{text}");

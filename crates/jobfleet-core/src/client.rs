@@ -187,6 +187,9 @@ pub struct ClusterNodeInfo {
     pub failed: bool,
     /// How many of the 16384 slots it serves (primaries).
     pub slots: u32,
+    /// Which: inclusive ranges.
+    #[serde(skip)]
+    pub ranges: Vec<(u16, u16)>,
     /// A replica's primary (`host:port`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica_of: Option<String>,
@@ -209,13 +212,17 @@ impl ClusterNodeInfo {
             .iter()
             .map(|w| {
                 let flags: Vec<&str> = w[2].split(',').collect();
-                let slots = w[8..]
+                let ranges: Vec<(u16, u16)> = w[8..]
                     .iter()
                     .filter(|s| !s.starts_with('['))
-                    .map(|s| match s.split_once('-') {
-                        Some((a, b)) => b.parse::<u32>().unwrap_or(0) + 1 - a.parse::<u32>().unwrap_or(0),
-                        None => 1,
+                    .filter_map(|s| match s.split_once('-') {
+                        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                        None => s.parse().ok().map(|n| (n, n)),
                     })
+                    .collect();
+                let slots = ranges
+                    .iter()
+                    .map(|(a, b)| u32::from(*b) + 1 - u32::from(*a))
                     .sum();
                 ClusterNodeInfo {
                     addr: w[1].split('@').next().unwrap_or("").to_string(),
@@ -227,6 +234,7 @@ impl ClusterNodeInfo {
                     .into(),
                     failed: flags.iter().any(|f| f.starts_with("fail")),
                     slots,
+                    ranges,
                     replica_of: (w[3] != "-").then(|| addr_of(w[3])).flatten(),
                 }
             })
@@ -634,6 +642,34 @@ impl Client {
             topology.sentinels = sentinels;
         }
         Ok(topology)
+    }
+
+    /// On a Cluster, the primary (`host:port`) that holds each shard of
+    /// `queue`, shard 0 first; on one server, nothing.
+    pub async fn shard_nodes(&self, queue: &str) -> Result<Vec<String>> {
+        if self.topology.mode() != Mode::Cluster {
+            return Ok(Vec::new());
+        }
+        let nodes = self.topology().await?.nodes;
+        let mut out = Vec::new();
+        for shard in self.queue(queue)?.shards().await? {
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&shard.keys().pending)
+                .query_async(&mut self.conn())
+                .await?;
+            let owner = nodes
+                .iter()
+                .find(|n| {
+                    n.role == "primary"
+                        && !n.failed
+                        && n.ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+                })
+                .map(|n| n.addr.clone())
+                .unwrap_or_else(|| "?".into());
+            out.push(owner);
+        }
+        Ok(out)
     }
 
     /// Whether this client's pub/sub is sharded (on a Redis Cluster).

@@ -180,6 +180,10 @@ pub struct QueueStats {
     /// Each shard's own, when asked for ([`Queue::stats_by_shard`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub by_shard: Vec<QueueStats>,
+    /// On a Cluster, in a shard's own stats when asked for: the primary
+    /// that holds it (`host:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

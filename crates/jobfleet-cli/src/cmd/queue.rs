@@ -63,6 +63,9 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
             let queue = client.queue(&name)?;
             let mut stats = queue.stats().await?;
             stats.by_shard = queue.stats_by_shard().await?;
+            for (shard, node) in stats.by_shard.iter_mut().zip(client.shard_nodes(&name).await?) {
+                shard.node = Some(node);
+            }
             if json {
                 outln!("{}", serde_json::to_string_pretty(&stats)?)?;
             } else {
@@ -75,15 +78,16 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                 outln!("  completed  {}", stats.completed)?;
                 outln!("  workers    {}", stats.workers)?;
                 if stats.shards > 1 {
-                    outln!(
-                        "  per shard (pending/active/completed): {}",
-                        stats
-                            .by_shard
-                            .iter()
-                            .map(|s| format!("#{} {}/{}/{}", s.shard, s.pending, s.active, s.completed))
-                            .collect::<Vec<_>>()
-                            .join("  ")
-                    )?;
+                    for s in &stats.by_shard {
+                        let at = s.node.as_ref().map(|n| format!(" on {n}")).unwrap_or_default();
+                        outln!(
+                            "  shard {}{at}: {} pending, {} active, {} completed",
+                            s.shard,
+                            s.pending,
+                            s.active,
+                            s.completed
+                        )?;
+                    }
                 }
             }
         }

@@ -42,6 +42,9 @@ pub async fn stats(target: &Target, args: StatsArgs) -> anyhow::Result<Outcome> 
             for q in &mut stats.queues {
                 if q.shards > 1 {
                     q.by_shard = client.queue(&q.name)?.stats_by_shard().await?;
+                    for (shard, node) in q.by_shard.iter_mut().zip(client.shard_nodes(&q.name).await?) {
+                        shard.node = Some(node);
+                    }
                 }
             }
         }
@@ -86,8 +89,10 @@ async fn render(client: &Client, stats: &FleetStats) -> String {
                 1 => q.name.clone(),
                 n => format!("{} ({n} shards)", q.name),
             };
-            std::iter::once((name, q))
-                .chain(q.by_shard.iter().map(|s| (format!("{}#{}", s.name, s.shard), s)))
+            std::iter::once((name, q)).chain(q.by_shard.iter().map(|s| {
+                let at = s.node.as_ref().map(|n| format!(" on {n}")).unwrap_or_default();
+                (format!("{}#{}{at}", s.name, s.shard), s)
+            }))
         })
         .map(|(name, q)| {
             [
