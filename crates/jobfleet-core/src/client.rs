@@ -936,10 +936,21 @@ impl Client {
                     finish(f, &mut remaining, &mut report);
                 }
                 // A job without a record may have finished and been deleted
-                // at once (retention 0) just before the read: its event is
-                // then already buffered. Anything else without one is missing.
+                // at once (retention 0) just before the read: its event was
+                // published before the read, and is buffered or on its way
+                // (a Cluster's sharded subscription takes a few more hops),
+                // so it is given a moment. Anything else without one is
+                // missing.
                 for event in events.buffered_events() {
                     finish(event, &mut remaining, &mut report);
+                }
+                let grace = Instant::now() + ABSENT_GRACE;
+                while absent.iter().any(|job| remaining.contains(job)) {
+                    match tokio::time::timeout_at(grace, events.next_event()).await {
+                        Ok(Some(Some(event))) => finish(event, &mut remaining, &mut report),
+                        Ok(Some(None)) => resync = true,
+                        Ok(None) | Err(_) => break,
+                    }
                 }
                 for job in absent {
                     if remaining.remove(&job) {
@@ -1137,6 +1148,10 @@ impl Client {
         reply.ok().and_then(|v| v.into_iter().nth(1))
     }
 }
+
+/// How long a waiter gives the event of a job it found without a record
+/// (finished and deleted at once) to arrive before calling it missing.
+const ABSENT_GRACE: Duration = Duration::from_millis(500);
 
 /// How often a subscription to queues' events looks for new shards (and,
 /// on a Cluster, new queues).
