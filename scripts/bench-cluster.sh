@@ -41,21 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ -n "${BENCH_BIN_DIR:-}" ]; then
-    BIN=$BENCH_BIN_DIR
-else
-    (cd "$ROOT" && cargo build --release --locked -q -p jobfleet-cli -p jobfleet-worker -p jobfleet-bench)
-    BIN=$(cd "$ROOT" && target_dir)/release
-fi
-JF=$BIN/jobfleet JW=$BIN/jobfleet-worker JB=$BIN/jobfleet-bench
-need_bin "$JF" "$JW" "$JB"
-# Below 55536: a cluster node also listens on its port + 10000.
-free_port() {
-    python3 -c 'import socket
-while True:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
-    if p <= 55535: print(p); break'
-}
+bench_bins "$ROOT"
 awk -v n="$JOBS" 'BEGIN { for (i = 0; i < n; i++) print "{}" }' >"$WORK/payloads"
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 cpu() { redis-cli -p "$1" info cpu | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.3f", s }'; }

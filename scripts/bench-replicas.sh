@@ -27,16 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-if [ -n "${BENCH_BIN_DIR:-}" ]; then
-    BIN=$BENCH_BIN_DIR
-else
-    (cd "$ROOT" && cargo build --release --locked -q -p jobfleet-cli -p jobfleet-worker -p jobfleet-bench)
-    BIN=$(cd "$ROOT" && target_dir)/release
-fi
-JF=$BIN/jobfleet JW=$BIN/jobfleet-worker JB=$BIN/jobfleet-bench
-need_bin "$JF" "$JW" "$JB"
+bench_bins "$ROOT"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PRIMARY=$(free_port)
 REPLICA=$(free_port)
 redis-server --port "$PRIMARY" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \

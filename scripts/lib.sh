@@ -8,6 +8,11 @@
 #                            once when one of PIDS (space-separated, may be "") has
 #                            exited, saying what it waited for and where the log is
 #   redis_up PORT            true when a Redis answers PING on 127.0.0.1:PORT
+#   bench_bins ROOT          sets JF, JW, JB to the release jobfleet, jobfleet-worker
+#                            and jobfleet-bench: built from ROOT, or taken from
+#                            BENCH_BIN_DIR when set
+#   free_port                a free loopback port below 55536 (a Redis Cluster
+#                            node also listens on its port + 10000)
 
 target_dir() {
   local dir
@@ -57,4 +62,23 @@ redis_up() {
   else
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
   fi
+}
+
+bench_bins() {
+  local bin
+  if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    bin=$BENCH_BIN_DIR
+  else
+    (cd "$1" && cargo build --release --locked -q -p jobfleet-cli -p jobfleet-worker -p jobfleet-bench)
+    bin=$(cd "$1" && target_dir)/release
+  fi
+  JF=$bin/jobfleet JW=$bin/jobfleet-worker JB=$bin/jobfleet-bench
+  need_bin "$JF" "$JW" "$JB"
+}
+
+free_port() {
+  python3 -c 'import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if p <= 55535: print(p); break'
 }

@@ -6,28 +6,17 @@
 mod util;
 
 use std::collections::HashSet;
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use jobfleet_core::QueueKeys;
 use jobfleet_testkit::RedisCluster;
 use util::dashboard::Dashboard;
-use util::load::start_load;
+use util::load::{Waiter, start_load};
 use util::{Fleet, Verdict, bin, http_get};
-
-fn cluster() -> MutexGuard<'static, RedisCluster> {
-    static CLUSTER: OnceLock<Mutex<RedisCluster>> = OnceLock::new();
-    let cluster = CLUSTER
-        .get_or_init(|| Mutex::new(RedisCluster::start(3, 1)))
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    cluster.wait_ok(Duration::from_secs(60));
-    cluster
-}
 
 #[test]
 fn a_six_shard_queue_runs_end_to_end_from_the_cli() {
-    let cluster = cluster();
+    let cluster = RedisCluster::shared();
     let mut fleet = Fleet::with_url(cluster.seeds_url());
     let run = fleet.jobfleet(&["queue", "create", "photos", "--shards", "6"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -153,7 +142,7 @@ fn a_six_shard_queue_runs_end_to_end_from_the_cli() {
 
 #[test]
 fn killing_a_primary_under_load_loses_no_acknowledged_submit() {
-    let mut cluster = cluster();
+    let mut cluster = RedisCluster::shared();
     let queue = "ledger";
     let mut fleet = Fleet::with_url(cluster.url());
     assert_eq!(
@@ -175,22 +164,7 @@ fn killing_a_primary_under_load_loses_no_acknowledged_submit() {
     fleet.start(&worker, &flags);
     // A producer that waits for its jobs through the kill: its sharded
     // subscription must follow the takeover.
-    let lines: String = (1..=60)
-        .map(|i| format!("{{\"n\": {i}, \"ms\": 20}}\n"))
-        .collect();
-    let waiter = fleet.spawn_jobfleet(
-        &[
-            "submit",
-            "record",
-            "--stdin",
-            "-q",
-            queue,
-            "--key",
-            "cluster-waited",
-            "--wait",
-        ],
-        &lines,
-    );
+    let waiter = Waiter::start(&fleet, queue, "cluster-waited", 60);
     let load = start_load(&cluster.seeds_url(), queue, 1);
     fleet.until(
         Duration::from_secs(60),
@@ -223,17 +197,12 @@ fn killing_a_primary_under_load_loses_no_acknowledged_submit() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let ledger = load.finish();
-    let output = waiter.wait_with_output().expect("the waiting producer");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "the waiting producer saw its jobs through the kill: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let waited = waiter.ids();
+    waiter.finish("the kill");
     // The waiter's jobs were submitted before the kill; they are checked by
     // its exit code above, and may run (not unexpected).
     let mut maybe = ledger.attempted.clone();
-    maybe.extend((1..=60).map(|i| format!("cluster-waited-{i}")));
+    maybe.extend(waited);
     let verdict = Verdict::check_allowing(&fleet, &ledger.acknowledged, &maybe, Duration::from_secs(90));
     eprintln!(
         "cluster kill: {} submits acknowledged, {} producer runs refused; first refusal: {}",

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use jobfleet_testkit::SentinelGroup;
-use util::load::{Ledger, start_load};
+use util::load::{Ledger, Waiter, start_load};
 use util::{Fleet, Verdict, bin};
 
 fn group() -> MutexGuard<'static, SentinelGroup> {
@@ -63,22 +63,7 @@ fn failover_under_load(group: &mut SentinelGroup, fault: Fault, queue: &str, rep
     fleet.start(&worker, &flags);
     fleet.start(&worker, &flags);
     // A producer that waits for its jobs through the whole failover.
-    let lines: String = (1..=50)
-        .map(|i| format!("{{\"n\": {i}, \"ms\": 20}}\n"))
-        .collect();
-    let waiter = fleet.spawn_jobfleet(
-        &[
-            "submit",
-            "record",
-            "--stdin",
-            "-q",
-            queue,
-            "--key",
-            &format!("{queue}-waited"),
-            "--wait",
-        ],
-        &lines,
-    );
+    let waiter = Waiter::start(&fleet, queue, &format!("{queue}-waited"), 50);
     let load = start_load(&group.url(), queue, replicas);
     fleet.until(
         Duration::from_secs(30),
@@ -115,13 +100,8 @@ fn failover_under_load(group: &mut SentinelGroup, fault: Fault, queue: &str, rep
         .map(|w| w[1] - w[0].max(fault_at))
         .max()
         .unwrap_or_default();
-    let output = waiter.wait_with_output().expect("the waiting producer");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "the waiting producer saw its jobs through the failover: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let waited = waiter.ids();
+    waiter.finish("the failover");
     if fault == Fault::Graceful {
         // The old primary stays writable until the sentinels demote it (they
         // look every 10 s); reading states before that could read its
@@ -134,7 +114,7 @@ fn failover_under_load(group: &mut SentinelGroup, fault: Fault, queue: &str, rep
         group.wait_healthy(Duration::from_secs(60));
     }
     let mut maybe = ledger.attempted.clone();
-    maybe.extend((1..=50).map(|i| format!("{queue}-waited-{i}")));
+    maybe.extend(waited);
     let verdict = Verdict::check_allowing(&fleet, &ledger.acknowledged, &maybe, Duration::from_secs(60));
     eprintln!(
         "{fault:?} with --replicas {replicas}: {} submits acknowledged, {} producer runs refused, \

@@ -101,3 +101,43 @@ pub fn run_with_stdin(command: &mut Command, input: &str) -> std::process::Outpu
     std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     child.wait_with_output().expect("jobfleet")
 }
+
+/// A producer that submits `n` slow `record` jobs (keys `KEY-1`..`KEY-n`)
+/// and waits for them with `--wait`, through whatever fault the test
+/// brings about.
+pub struct Waiter {
+    child: std::process::Child,
+    key: String,
+    n: usize,
+}
+
+impl Waiter {
+    pub fn start(fleet: &super::Fleet, queue: &str, key: &str, n: usize) -> Waiter {
+        let lines: String = (1..=n).map(|i| format!("{{\"n\": {i}, \"ms\": 20}}\n")).collect();
+        let child = fleet.spawn_jobfleet(
+            &["submit", "record", "--stdin", "-q", queue, "--key", key, "--wait"],
+            &lines,
+        );
+        Waiter {
+            child,
+            key: key.to_string(),
+            n,
+        }
+    }
+
+    /// The ids it submits.
+    pub fn ids(&self) -> Vec<String> {
+        (1..=self.n).map(|i| format!("{}-{i}", self.key)).collect()
+    }
+
+    /// Waits for it to end; it must have seen every job finish (exit 0).
+    pub fn finish(self, through: &str) {
+        let output = self.child.wait_with_output().expect("the waiting producer");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "the waiting producer saw its jobs through {through}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -416,7 +416,12 @@ impl Topology {
     pub(crate) async fn primary(&self) -> RedisResult<redis::Client> {
         match &self.kind {
             Kind::Single(client) => Ok(client.clone()),
-            Kind::Cluster { seeds } => redis::Client::open(seeds[0].as_str()),
+            // Cluster commands and subscriptions go through the crate's
+            // cluster connection, which routes each by its slot.
+            Kind::Cluster { .. } => Err(RedisError::from((
+                ErrorKind::Client,
+                "a Redis Cluster has no single primary",
+            ))),
             Kind::Sentinel {
                 resolver,
                 primary,

@@ -354,26 +354,18 @@ impl Queue {
         id
     }
 
-    /// Where each of `ids` has a record, if anywhere: one pipelined round
-    /// trip per shard.
-    async fn find_shards(&self, ids: &[&str]) -> Result<Vec<Option<u32>>> {
-        let mut found = vec![None; ids.len()];
-        for shard in self.shards().await? {
-            for (chunk_at, chunk) in ids.chunks(1000).enumerate() {
-                let mut pipe = redis::pipe();
-                for id in chunk {
-                    pipe.exists(shard.keys.job(id));
-                }
-                let exists: Vec<bool> = pipe.query_async(&mut self.client.conn()).await?;
-                for (i, e) in exists.into_iter().enumerate() {
-                    let at = chunk_at * 1000 + i;
-                    if e && found[at].is_none() {
-                        found[at] = Some(shard.shard);
-                    }
-                }
-            }
-        }
-        Ok(found)
+    /// Where each of `ids` has a record, if anywhere.
+    async fn find_shards(&self, ids: &[String]) -> Result<Vec<Option<u32>>> {
+        let found = self
+            .probe(
+                ids,
+                |pipe, key| {
+                    pipe.exists(key);
+                },
+                |exists: &bool| *exists,
+            )
+            .await?;
+        Ok(found.into_iter().map(|f| f.map(|(shard, _)| shard)).collect())
     }
 
     /// The queue's name.
@@ -435,7 +427,8 @@ impl Queue {
         if shards == 1 {
             return self.at_shard(0).submit_to_shard(specs).await;
         }
-        let given: Vec<bool> = specs.iter().map(|s| s.id.is_some()).collect();
+        // The jobs whose id the caller gave (idempotency keys).
+        let keyed: Vec<usize> = (0..specs.len()).filter(|&i| specs[i].id.is_some()).collect();
         // Every job lives on the shard its id hashes to. An id the caller
         // gave (an idempotency key) that already names a job goes where that
         // job is: a key used before the shard count was raised may hash
@@ -450,10 +443,9 @@ impl Queue {
                 s
             })
             .collect();
-        let keyed: Vec<usize> = (0..specs.len()).filter(|&i| given[i]).collect();
-        let keyed_ids: Vec<&str> = keyed
+        let keyed_ids: Vec<String> = keyed
             .iter()
-            .map(|&i| specs[i].id.as_deref().unwrap_or(""))
+            .map(|&i| specs[i].id.clone().unwrap_or_default())
             .collect();
         let mut home: Vec<Option<u32>> = vec![None; specs.len()];
         if !keyed.is_empty() {
@@ -466,62 +458,42 @@ impl Queue {
             let shard = home[i].unwrap_or_else(|| shard_of(spec.id.as_deref().unwrap_or(""), shards));
             by_shard[shard as usize].push(i);
         }
-        let calls = by_shard
-            .iter()
+        let parts: Vec<(u32, Vec<usize>)> = by_shard
+            .into_iter()
             .enumerate()
             .filter(|(_, idx)| !idx.is_empty())
-            .map(|(shard, idx)| {
-                let part: Vec<JobSpec> = idx.iter().map(|&i| specs[i].clone()).collect();
-                let handle = self.at_shard(shard as u32);
-                async move { handle.submit_to_shard(&part).await }
-            });
+            .map(|(shard, idx)| (shard as u32, idx))
+            .collect();
+        let calls = parts.iter().map(|(shard, idx)| {
+            let part: Vec<JobSpec> = idx.iter().map(|&i| specs[i].clone()).collect();
+            let handle = self.at_shard(*shard);
+            async move { handle.submit_to_shard(&part).await }
+        });
         let replies = futures_util::future::join_all(calls).await;
         let mut out: Vec<Option<Submitted>> = vec![None; specs.len()];
-        let mut unconfirmed: Option<Error> = None;
-        for (reply, idx) in replies
-            .into_iter()
-            .zip(by_shard.iter().filter(|idx| !idx.is_empty()))
-        {
+        // The fewest replicas any shard's write reached, when one fell short.
+        let mut short: Option<u32> = None;
+        for (reply, (_, idx)) in replies.into_iter().zip(&parts) {
             match reply {
                 Ok(submitted) => {
                     for (s, &i) in submitted.into_iter().zip(idx) {
                         out[i] = Some(s);
                     }
                 }
-                Err(Error::NotReplicated {
-                    wanted,
-                    reached,
-                    timeout,
-                    ..
-                }) => {
-                    let reached = match &unconfirmed {
-                        Some(Error::NotReplicated { reached: r, .. }) => reached.min(*r),
-                        _ => reached,
-                    };
-                    unconfirmed = Some(Error::NotReplicated {
-                        wanted,
-                        reached,
-                        timeout,
-                        ids: Vec::new(),
-                    });
+                Err(Error::NotReplicated { reached, .. }) => {
+                    short = Some(short.map_or(reached, |r| r.min(reached)));
                 }
                 Err(e) => return Err(e),
             }
         }
-        if let Some(Error::NotReplicated {
-            wanted,
-            reached,
-            timeout,
-            ..
-        }) = unconfirmed
-        {
+        if let Some(reached) = short {
             // Every id of the batch: the caller resubmits them with their keys.
-            let ids = specs.iter().filter_map(|s| s.id.clone()).collect();
+            let replication = self.client.replication();
             return Err(Error::NotReplicated {
-                wanted,
+                wanted: replication.replicas,
                 reached,
-                timeout,
-                ids,
+                timeout: replication.timeout,
+                ids: specs.iter().filter_map(|s| s.id.clone()).collect(),
             });
         }
         out.into_iter()
@@ -911,26 +883,20 @@ impl Queue {
     /// Reads many jobs, a pipelined round trip per shard (missing ones are
     /// `None`).
     pub async fn status_many(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
-        let mut out: Vec<Option<Job>> = vec![None; ids.len()];
-        let shards = self.shard_count().await?;
-        for round in 0..=1 {
-            for (shard, idx) in probe_plan(ids, shards, round, |i| out[i].is_none()) {
-                let handle = self.at_shard(shard);
-                for chunk in idx.chunks(1000) {
-                    let mut pipe = redis::pipe();
-                    for &i in chunk {
-                        pipe.hgetall(handle.keys.job(&ids[i]));
-                    }
-                    let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.client.conn()).await?;
-                    for (&i, fields) in chunk.iter().zip(all) {
-                        if out[i].is_none() {
-                            out[i] = Job::from_fields(&ids[i], &self.name, fields);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let found = self
+            .probe(
+                ids,
+                |pipe, key| {
+                    pipe.hgetall(key);
+                },
+                |fields: &HashMap<String, String>| !fields.is_empty(),
+            )
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(found)
+            .map(|(id, f)| f.and_then(|(_, fields)| Job::from_fields(id, &self.name, fields)))
+            .collect())
     }
 
     /// Reads `fields` of many jobs, a pipelined round trip per shard; `None`
@@ -940,7 +906,35 @@ impl Queue {
         ids: &[String],
         fields: &[&str],
     ) -> Result<Vec<Option<Vec<Option<String>>>>> {
-        let mut out: Vec<Option<Vec<Option<String>>>> = vec![None; ids.len()];
+        // `created_ms` first: every record has it, so an absent one (and no
+        // other field) means no record.
+        let found = self
+            .probe(
+                ids,
+                |pipe, key| {
+                    pipe.cmd("HMGET").arg(key).arg("created_ms").arg(fields);
+                },
+                |row: &Vec<Option<String>>| row.iter().any(Option::is_some),
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|f| f.map(|(_, mut row)| row.split_off(1)))
+            .collect())
+    }
+
+    /// Runs one command per id on its job HASH (`read` adds it for a key),
+    /// a pipelined round trip per shard: first in each id's own shard (where
+    /// its job lives unless the shard count was raised since), then in the
+    /// others for the ids not `found` yet. Per id: the shard it was found
+    /// in, and the reply there.
+    async fn probe<T: redis::FromRedisValue>(
+        &self,
+        ids: &[String],
+        read: impl Fn(&mut redis::Pipeline, String),
+        found: impl Fn(&T) -> bool,
+    ) -> Result<Vec<Option<(u32, T)>>> {
+        let mut out: Vec<Option<(u32, T)>> = ids.iter().map(|_| None).collect();
         let shards = self.shard_count().await?;
         for round in 0..=1 {
             for (shard, idx) in probe_plan(ids, shards, round, |i| out[i].is_none()) {
@@ -948,18 +942,12 @@ impl Queue {
                 for chunk in idx.chunks(1000) {
                     let mut pipe = redis::pipe();
                     for &i in chunk {
-                        // `created_ms` first: every record has it, so an
-                        // absent one (and no other field) means no record.
-                        pipe.cmd("HMGET")
-                            .arg(handle.keys.job(&ids[i]))
-                            .arg("created_ms")
-                            .arg(fields);
+                        read(&mut pipe, handle.keys.job(&ids[i]));
                     }
-                    let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.client.conn()).await?;
-                    for (&i, mut row) in chunk.iter().zip(rows) {
-                        if out[i].is_none() && row.iter().any(Option::is_some) {
-                            row.remove(0);
-                            out[i] = Some(row);
+                    let replies: Vec<T> = pipe.query_async(&mut self.client.conn()).await?;
+                    for (&i, reply) in chunk.iter().zip(replies) {
+                        if found(&reply) {
+                            out[i] = Some((shard, reply));
                         }
                     }
                 }
@@ -1041,38 +1029,19 @@ impl Queue {
 
     /// The most recently buried jobs, newest first, at most `limit`.
     pub async fn dead_list(&self, limit: usize) -> Result<Vec<Job>> {
-        let mut all = Vec::new();
+        let mut ids = Vec::new();
         for shard in self.shards().await? {
-            let ids: Vec<String> = self
+            let newest: Vec<String> = self
                 .client
                 .conn()
                 .zrevrange(&shard.keys.dead, 0, limit as isize - 1)
                 .await?;
-            let jobs = shard.at_shard_status_many(&ids).await?;
-            all.extend(jobs.into_iter().flatten());
+            ids.extend(newest);
         }
-        all.sort_by_key(|j: &Job| std::cmp::Reverse(j.finished_ms));
+        let mut all: Vec<Job> = self.status_many(&ids).await?.into_iter().flatten().collect();
+        all.sort_by_key(|j| std::cmp::Reverse(j.finished_ms));
         all.truncate(limit);
         Ok(all)
-    }
-
-    /// [`Queue::status_many`] in this handle's shard only.
-    async fn at_shard_status_many(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.hgetall(self.keys.job(id));
-            }
-            let all: Vec<HashMap<String, String>> = pipe.query_async(&mut self.client.conn()).await?;
-            out.extend(
-                chunk
-                    .iter()
-                    .zip(all)
-                    .map(|(id, f)| Job::from_fields(id, &self.name, f)),
-            );
-        }
-        Ok(out)
     }
 
     /// Gives dead jobs (all when `ids` is empty) a fresh set of attempts.
@@ -1081,19 +1050,16 @@ impl Queue {
     pub async fn dead_retry(&self, ids: &[String]) -> Result<u64> {
         let mut total = 0;
         for shard in self.shards().await? {
-            total += shard.dead_retry_here(ids).await?;
+            total += shard
+                .dead_chunks(scripts::DEAD_RETRY.on(&self.client), ids, |inv| {
+                    inv.key(&shard.keys.dead)
+                        .key(&shard.keys.pending)
+                        .arg(&shard.keys.job_prefix)
+                        .arg(&shard.keys.notify);
+                })
+                .await?;
         }
         Ok(total)
-    }
-
-    async fn dead_retry_here(&self, ids: &[String]) -> Result<u64> {
-        self.dead_chunks(scripts::DEAD_RETRY.on(&self.client), ids, |inv| {
-            inv.key(&self.keys.dead)
-                .key(&self.keys.pending)
-                .arg(&self.keys.job_prefix)
-                .arg(&self.keys.notify);
-        })
-        .await
     }
 
     /// Deletes dead jobs (all when `ids` is empty) for good, in chunks like
@@ -1101,16 +1067,13 @@ impl Queue {
     pub async fn dead_purge(&self, ids: &[String]) -> Result<u64> {
         let mut total = 0;
         for shard in self.shards().await? {
-            total += shard.dead_purge_here(ids).await?;
+            total += shard
+                .dead_chunks(scripts::DEAD_PURGE.on(&self.client), ids, |inv| {
+                    inv.key(&shard.keys.dead).arg(&shard.keys.job_prefix);
+                })
+                .await?;
         }
         Ok(total)
-    }
-
-    async fn dead_purge_here(&self, ids: &[String]) -> Result<u64> {
-        self.dead_chunks(scripts::DEAD_PURGE.on(&self.client), ids, |inv| {
-            inv.key(&self.keys.dead).arg(&self.keys.job_prefix);
-        })
-        .await
     }
 
     /// Runs a dead-set script over `ids` (every entry when empty), a chunk

@@ -10,7 +10,6 @@
 #![allow(clippy::await_holding_lock)]
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use jobfleet_core::{
@@ -18,16 +17,6 @@ use jobfleet_core::{
 };
 use jobfleet_testkit::RedisCluster;
 use serde_json::json;
-
-fn cluster() -> MutexGuard<'static, RedisCluster> {
-    static CLUSTER: OnceLock<Mutex<RedisCluster>> = OnceLock::new();
-    let cluster = CLUSTER
-        .get_or_init(|| Mutex::new(RedisCluster::start(3, 1)))
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    cluster.wait_ok(Duration::from_secs(60));
-    cluster
-}
 
 async fn connect(url: &str, prefix: &str) -> Client {
     let options = ConnectOptions {
@@ -87,7 +76,7 @@ async fn drain(q: &Queue, worker: &str) -> HashMap<u32, Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mode_is_found_from_any_node_and_from_seeds() {
-    let cluster = cluster();
+    let cluster = RedisCluster::shared();
     for url in [cluster.url(), cluster.seeds_url()] {
         let client = connect(&url, "found").await;
         let topology = client.topology().await.unwrap();
@@ -104,7 +93,7 @@ async fn cluster_mode_is_found_from_any_node_and_from_seeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_six_shard_queue_spreads_over_every_primary_and_runs_every_job_once() {
-    let cluster = cluster();
+    let cluster = RedisCluster::shared();
     let client = connect(&cluster.seeds_url(), "spread").await;
     let q = client.queue("images").unwrap();
     assert_eq!(q.shard_count().await.unwrap(), 1);
@@ -183,7 +172,7 @@ async fn a_six_shard_queue_spreads_over_every_primary_and_runs_every_job_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_lands_on_one_shard_and_stays_unique() {
-    let cluster = cluster();
+    let cluster = RedisCluster::shared();
     let client = connect(&cluster.url(), "keys").await;
     let q = client.queue("mail").unwrap();
     q.set_shards(4).await.unwrap();
@@ -229,7 +218,7 @@ async fn an_idempotency_key_lands_on_one_shard_and_stays_unique() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raising_the_shard_count_loses_nothing() {
-    let cluster = cluster();
+    let cluster = RedisCluster::shared();
     let client = connect(&cluster.url(), "raise").await;
     let q = client.queue("grow").unwrap();
     let first: Vec<JobSpec> = (0..50)
@@ -274,7 +263,7 @@ async fn raising_the_shard_count_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_migrated_under_load_loses_nothing_and_events_follow_it() {
-    let cluster = cluster();
+    let cluster = RedisCluster::shared();
     let client = connect(&cluster.seeds_url(), "move").await;
     let q = client.queue("busy").unwrap();
     q.set_shards(3).await.unwrap();
@@ -393,7 +382,7 @@ async fn a_slot_migrated_under_load_loses_nothing_and_events_follow_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_that_meets_a_half_moved_slot_drops_no_id() {
-    let cluster = cluster();
+    let cluster = RedisCluster::shared();
     let client = connect(&cluster.url(), "half").await;
     let q = client.queue("split").unwrap();
     // Every key claim declares exists (a held job, a dead one, a worker,
@@ -454,7 +443,7 @@ async fn a_claim_that_meets_a_half_moved_slot_drops_no_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_jobs_of_every_shard_are_promoted_and_run() {
-    let cluster = cluster();
+    let cluster = RedisCluster::shared();
     let client = connect(&cluster.url(), "later").await;
     let q = client.queue("timed").unwrap();
     q.set_shards(4).await.unwrap();

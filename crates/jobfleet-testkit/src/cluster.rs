@@ -66,6 +66,16 @@ impl RedisCluster {
         cluster
     }
 
+    /// The test binary's cluster (three primaries, a replica each), started
+    /// on first use and kept until the binary ends, once it is whole again
+    /// (a test before may have killed a node). The guard lets a test that
+    /// kills nodes or moves slots have it to itself.
+    pub fn shared() -> std::sync::MutexGuard<'static, RedisCluster> {
+        let cluster = shared_cluster();
+        cluster.wait_ok(Duration::from_secs(60));
+        cluster
+    }
+
     /// A `redis://` URL of one live node (any node serves as a seed).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.live_port())
@@ -411,7 +421,7 @@ impl TestRedis {
         match std::env::var("JOBFLEET_TEST_TOPOLOGY").as_deref() {
             Ok("cluster") => {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                shared_cluster();
+                drop(shared_cluster()); // started once, here
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 TestRedis::Cluster {
                     prefix: format!("t{n}"),
@@ -478,7 +488,10 @@ impl TestRedis {
     }
 }
 
-fn shared_cluster() -> &'static RedisCluster {
-    static CLUSTER: std::sync::OnceLock<RedisCluster> = std::sync::OnceLock::new();
-    CLUSTER.get_or_init(|| RedisCluster::start(3, 1))
+fn shared_cluster() -> std::sync::MutexGuard<'static, RedisCluster> {
+    static CLUSTER: std::sync::OnceLock<std::sync::Mutex<RedisCluster>> = std::sync::OnceLock::new();
+    CLUSTER
+        .get_or_init(|| std::sync::Mutex::new(RedisCluster::start(3, 1)))
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

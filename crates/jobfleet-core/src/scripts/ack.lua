@@ -22,9 +22,11 @@
 -- On a Cluster, every job must be here before anything is written: while
 -- a slot migrates, one already moved makes the whole call a TRYAGAIN (the
 -- client waits and sends it again, to the new owner once the slot moved).
-for i = 6, #ARGV, 2 do
-  if not here(ARGV[2] .. ARGV[i], ARGV[2]) then
-    return redis.error_reply('TRYAGAIN jobfleet: job ' .. ARGV[i] .. ' is moving to another node')
+if CLUSTER then
+  for i = 6, #ARGV, 2 do
+    if not here(ARGV[2] .. ARGV[i], ARGV[2]) then
+      return redis.error_reply('TRYAGAIN jobfleet: job ' .. ARGV[i] .. ' is moving to another node')
+    end
   end
 end
 local now_n = now_ms()
