@@ -317,6 +317,19 @@ fn the_worker_serves_prometheus_metrics_of_what_it_ran() {
     assert!(get("jobfleet_claim_batch_size_count", &[]) >= 1.0);
     assert!(get("jobfleet_redis_call_seconds_count", &["op=\"ack\""]) >= 1.0);
     assert!(samples.contains_key("jobfleet_jobs_in_flight"));
+    for name in [
+        "jobfleet_jobs_total",
+        "jobfleet_job_duration_seconds",
+        "jobfleet_jobs_in_flight",
+        "jobfleet_claim_batch_size",
+        "jobfleet_redis_call_seconds",
+    ] {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} ")) && l.len() > name.len() + 12),
+            "no HELP text for {name} in:\n{body}"
+        );
+    }
 }
 
 #[test]
@@ -847,4 +860,41 @@ fn submit_at_a_time_schedules_the_job_for_that_time_on_redis_clock() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     let both = fleet.jobfleet(&["submit", "echo", "{}", "--at", &rfc3339(target), "--delay", "1s"]);
     assert_eq!(both.code, 2, "{}", both.stderr);
+}
+
+#[test]
+fn a_worker_takes_its_settings_from_a_config_file_that_env_and_flags_override() {
+    let mut fleet = Fleet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("worker.toml");
+    // The file's Redis is wrong on purpose: JOBFLEET_REDIS (set by the fleet) wins.
+    std::fs::write(
+        &config,
+        "redis = \"redis://127.0.0.1:1\"\nqueue = [\"from-file\", \"second\"]\nconcurrency = 3\n\
+         log-level = \"warn\"\n",
+    )
+    .unwrap();
+    let worker = fleet.start_worker(&["--config", config.to_str().unwrap()]);
+    let done = fleet.jobfleet(&["submit", "echo", "{}", "--queue", "second", "--wait"]);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let described = fleet.stats()["workers"][0].clone();
+    assert_eq!(described["concurrency"], 3, "{described}");
+    assert_eq!(
+        described["queues"],
+        serde_json::json!(["from-file", "second"]),
+        "{described}"
+    );
+    let log = fleet.workers[worker].log();
+    assert!(
+        log.contains("appendonly") && !log.contains("worker started"),
+        "--log-level warn from the file applies:\n{log}"
+    );
+    assert!(!log.contains('\x1b'), "no colour codes in a log file:\n{log}");
+
+    let bad = std::process::Command::new(util::bin("jobfleet-worker"))
+        .args(["--config", config.to_str().unwrap(), "--log-level", "loud=="])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--log-level"));
 }

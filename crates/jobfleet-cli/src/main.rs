@@ -64,6 +64,16 @@ struct Cli {
     /// Key prefix, to keep several fleets apart on one Redis.
     #[arg(long, global = true, env = "JOBFLEET_PREFIX", default_value = "jobfleet")]
     prefix: String,
+    /// What to log on stderr beside the command's own output: error, warn, info,
+    /// debug or trace, or a filter such as `warn,jobfleet_core=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "JOBFLEET_LOG_LEVEL",
+        default_value = "warn",
+        value_name = "LEVEL"
+    )]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +128,10 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log_level) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,6 +160,22 @@ fn main() -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+/// Logs (warnings from the client library, such as writes replicas did not
+/// confirm) go to stderr, coloured only on a terminal.
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|_| {
+        anyhow::anyhow!("--log-level {level:?} is not a level (error, warn, info, debug, trace) or a filter")
+    })?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    Ok(())
 }
 
 /// Whether the command failed because its reader closed stdout (`head` has

@@ -172,6 +172,9 @@ pub struct QueueStats {
     pub recovered: u64,
     /// Live workers serving this queue.
     pub workers: u64,
+    /// How long the oldest pending job has been ready to run, in ms (0 when
+    /// none is pending): the queue's latency.
+    pub oldest_pending_ms: u64,
     /// How many shards the queue has (in a shard's own stats: 1).
     pub shards: u32,
     /// Which shard these are (0 for a whole queue's).
@@ -977,6 +980,7 @@ impl Queue {
             total.recovered += s.recovered;
             // A worker serves every shard: counted once.
             total.workers = total.workers.max(s.workers);
+            total.oldest_pending_ms = total.oldest_pending_ms.max(s.oldest_pending_ms);
         }
         total.shards = shards.len() as u32;
         Ok(total)
@@ -997,6 +1001,7 @@ impl Queue {
             .key(&self.keys.workers)
             .key(&self.keys.stats)
             .arg(&self.keys.processing_prefix)
+            .arg(&self.keys.job_prefix)
             .invoke_async(&mut self.client.conn())
             .await?;
         let mut fields = reply.into_iter().map(text);
@@ -1010,6 +1015,7 @@ impl Queue {
             dead: num(),
             active: num(),
             workers: num(),
+            oldest_pending_ms: num(),
             ..QueueStats::default()
         };
         while let (Some(field), Some(value)) = (fields.next(), fields.next()) {

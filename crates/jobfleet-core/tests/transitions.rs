@@ -361,6 +361,29 @@ async fn delayed_jobs_wait_in_scheduled_until_due() {
 }
 
 #[tokio::test]
+async fn stats_give_the_age_of_the_oldest_pending_job() {
+    let (server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    assert_eq!(q.stats().await.unwrap().oldest_pending_ms, 0, "nothing pending");
+    let first = q.submit(echo(1)).await.unwrap().id;
+    q.submit(echo(2)).await.unwrap();
+    // The first job (at the claim end) was created a minute ago on Redis' clock.
+    let key = format!("{}:{{default}}:job:{first}", server.prefix());
+    let reply = server.cmd(&format!("HGET {key} created_ms"));
+    let created: u64 = reply.lines().last().unwrap().parse().unwrap();
+    server.cmd(&format!("HSET {key} created_ms {}", created - 60_000));
+    let age = q.stats().await.unwrap().oldest_pending_ms;
+    assert!((60_000..70_000).contains(&age), "{age}");
+
+    q.heartbeat("w1", true).await.unwrap();
+    q.claim("w1", 1).await.unwrap();
+    assert!(
+        q.stats().await.unwrap().oldest_pending_ms < 60_000,
+        "the next one is young"
+    );
+}
+
+#[tokio::test]
 async fn a_job_that_keeps_killing_its_worker_is_buried_at_the_poison_cap() {
     let server = TestRedis::start();
     let policy = Policy {

@@ -31,6 +31,9 @@ const GAUGES: [(&str, &str); 5] = [
     ("jobfleet_queue_workers", "Live workers serving the queue."),
 ];
 
+/// The per-queue latency gauge, in seconds.
+const OLDEST: &str = "jobfleet_queue_oldest_pending_seconds";
+
 /// (name, help) of the per-queue counters: totals since the queue began.
 const COUNTERS: [(&str, &str); 6] = [
     ("jobfleet_queue_submitted_total", "Jobs submitted."),
@@ -56,6 +59,11 @@ impl Exporter {
                 describe_counter!(name, Unit::Count, help);
             }
             describe_gauge!("jobfleet_workers", Unit::Count, "Live worker processes.");
+            describe_gauge!(
+                OLDEST,
+                Unit::Seconds,
+                "How long the oldest pending job has waited to run (0: none pending): the queue's latency."
+            );
         });
         Exporter { recorder, handle }
     }
@@ -68,6 +76,7 @@ impl Exporter {
                 for ((name, _), value) in GAUGES.into_iter().zip(gauges) {
                     gauge!(name, "queue" => q.name.clone()).set(value as f64);
                 }
+                gauge!(OLDEST, "queue" => q.name.clone()).set(q.oldest_pending_ms as f64 / 1000.0);
                 let counters = [
                     q.submitted,
                     q.completed,
@@ -98,6 +107,7 @@ mod tests {
                 name: "images".into(),
                 pending: 3,
                 completed: 41,
+                oldest_pending_ms: 2500,
                 ..QueueStats::default()
             }],
             workers: vec![Default::default(), Default::default()],
@@ -109,6 +119,7 @@ mod tests {
             "jobfleet_queue_dead{queue=\"images\"} 0",
             "jobfleet_queue_completed_total{queue=\"images\"} 41",
             "jobfleet_workers 2",
+            "jobfleet_queue_oldest_pending_seconds{queue=\"images\"} 2.5",
             "# TYPE jobfleet_queue_completed_total counter",
             "# TYPE jobfleet_queue_pending gauge",
             "# HELP jobfleet_queue_pending Jobs ready to run.",

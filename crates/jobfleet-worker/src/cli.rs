@@ -1,13 +1,20 @@
 //! The `jobfleet-worker` command line, reusable: a binary with tasks of its
 //! own calls [`main`] with its registry and gets the same flags, logging and
 //! signal handling as `jobfleet-worker`.
+//!
+//! Settings come from, strongest first: the command line, the environment
+//! (`JOBFLEET_*`), the `--config` file (TOML, one key per long flag name),
+//! the defaults.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{Config, Registry};
-use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use anyhow::{Context, bail};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, Parser, ValueEnum};
 use jobfleet_core::Policy;
 
 /// Runs jobs from jobfleet queues in Redis. Run as many as you like, on as
@@ -15,6 +22,11 @@ use jobfleet_core::Policy;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 struct Args {
+    /// A TOML file of settings, one key per long flag name (`redis = "redis://..."`,
+    /// `queue = ["high", "low"]`, `concurrency = 8`, `dead-after = "10s"`); flags and
+    /// JOBFLEET_* variables override it.
+    #[arg(long, env = "JOBFLEET_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Redis URL: redis://[user:password@]host:port[/db], rediss:// for TLS, or
     /// redis+sentinel://[user:password@]host:port[,host:port...]/MASTER_NAME for a
     /// primary that Sentinel names (followed through failovers).
@@ -52,9 +64,13 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format. Text has colours only on a terminal (and never with NO_COLOR set).
+    #[arg(long, env = "JOBFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// What to log: error, warn, info, debug or trace, or a filter such as
+    /// `info,jobfleet_worker=debug` (default: RUST_LOG, else info).
+    #[arg(long, env = "JOBFLEET_LOG_LEVEL", value_name = "LEVEL")]
+    log_level: Option<String>,
     /// How long running jobs may finish after SIGTERM/SIGINT before they are handed back.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     grace: Duration,
@@ -106,8 +122,16 @@ enum LogFormat {
 /// Exits the process: 0 after a clean shutdown, 1 when the worker could not
 /// start (a clear one-line error on stderr).
 pub fn main(registry: Registry) -> ! {
-    let args = Args::parse();
-    init_logging(args.log_format);
+    let args = with_config(std::env::args_os().collect())
+        .map(Args::parse_from)
+        .and_then(|args| init_logging(args.log_format, args.log_level.as_deref()).map(|()| args));
+    let args = match args {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -201,14 +225,138 @@ async fn shutdown_signal() {
     });
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Adds the `--config` file's settings to `argv` for every flag that
+/// neither the command line nor the environment set. Each key is a long flag
+/// name; a list gives a repeatable flag several values.
+fn with_config(mut argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    let command = Args::command();
+    let matches = command.clone().get_matches_from(&argv);
+    let Some(path) = matches.get_one::<PathBuf>("config") else {
+        return Ok(argv);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {} (--config)", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    for (key, value) in table {
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config")
+        else {
+            bail!(
+                "{}: unknown setting `{key}`; the settings are the long flag names of \
+                 `jobfleet-worker --help`, such as redis, queue, concurrency",
+                path.display()
+            );
+        };
+        let set_elsewhere = matches!(
+            matches.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if set_elsewhere {
+            continue;
+        }
+        let values = match value {
+            toml::Value::Array(items) => items,
+            single => vec![single],
+        };
+        for value in values {
+            argv.push(config_flag(path, &key, value, arg.get_action().takes_values())?);
+        }
+    }
+    Ok(argv)
+}
+
+/// One setting of the config file as a command-line flag.
+fn config_flag(path: &Path, key: &str, value: toml::Value, takes_value: bool) -> anyhow::Result<OsString> {
+    let text = match value {
+        toml::Value::String(s) => s,
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => bail!(
+            "{}: `{key}` must be a string, a number or a list of them, not {}",
+            path.display(),
+            other.type_str()
+        ),
+    };
+    Ok(if takes_value {
+        format!("--{key}={text}").into()
+    } else {
+        format!("--{key}").into()
+    })
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).with_context(|| {
+            format!("--log-level {level:?} is not a level (error, warn, info, debug, trace) or a filter")
+        })?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(config: &str, flags: &[&str]) -> anyhow::Result<Args> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, config)?;
+        let mut argv: Vec<OsString> = vec!["jobfleet-worker".into(), "--config".into(), path.into()];
+        argv.extend(flags.iter().map(OsString::from));
+        Ok(Args::try_parse_from(with_config(argv)?)?)
+    }
+
+    #[test]
+    fn the_config_file_sets_every_kind_of_flag() {
+        let args = parse(
+            "redis = \"redis://10.0.0.5:6380\"\nqueue = [\"high\", \"low\"]\nconcurrency = 3\n\
+             dead-after = \"4s\"\nallow-dir = [\"/srv/photos\"]\nlog-format = \"json\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(args.redis, "redis://10.0.0.5:6380");
+        assert_eq!(args.queues, ["high", "low"]);
+        assert_eq!(args.concurrency, Some(3));
+        assert_eq!(args.dead_after, Duration::from_secs(4));
+        assert_eq!(args.allow_dirs, [PathBuf::from("/srv/photos")]);
+        assert!(matches!(args.log_format, LogFormat::Json));
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let args = parse(
+            "queue = [\"high\", \"low\"]\nconcurrency = 3\n",
+            &["--queue", "only", "-c", "9"],
+        )
+        .unwrap();
+        assert_eq!(args.queues, ["only"]);
+        assert_eq!(args.concurrency, Some(9));
+    }
+
+    #[test]
+    fn an_unknown_or_misshapen_setting_is_named() {
+        let e = parse("concurrenci = 3\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown setting `concurrenci`"), "{e}");
+        let e = parse("queue = { a = 1 }\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("`queue` must be a string"), "{e}");
+        let e = parse("concurrency = \"many\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("many"), "{e}");
+        let e = parse("redis = \n", &[]).unwrap_err().to_string();
+        assert!(e.contains("not valid TOML"), "{e}");
     }
 }

@@ -24,7 +24,49 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full("jobfleet_claim_batch_size".into()), &BATCH))
         .map_err(|e| e.to_string())?
         .install()
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    describe();
+    Ok(())
+}
+
+/// The `# HELP` and unit of every series.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "jobfleet_jobs_total",
+        Unit::Count,
+        "Attempts that ended, by outcome: completed, retried, dead, cancelled, refused."
+    );
+    describe_histogram!(
+        "jobfleet_job_duration_seconds",
+        Unit::Seconds,
+        "How long an attempt ran, from claim to outcome."
+    );
+    describe_gauge!(
+        "jobfleet_jobs_in_flight",
+        Unit::Count,
+        "Jobs this worker is running now."
+    );
+    describe_histogram!(
+        "jobfleet_claim_batch_size",
+        Unit::Count,
+        "Jobs taken by one claim."
+    );
+    describe_histogram!(
+        "jobfleet_redis_call_seconds",
+        Unit::Seconds,
+        "Round trip of the worker's Redis calls, by operation."
+    );
+    describe_counter!(
+        "jobfleet_redis_outages_total",
+        Unit::Count,
+        "Times one of the worker's loops lost Redis, by loop."
+    );
+    describe_counter!(
+        "jobfleet_unconfirmed_writes_total",
+        Unit::Count,
+        "Acks and fails that --replicas did not confirm in time."
+    );
 }
 
 pub(crate) fn job_finished(queue: &str, task: &str, outcome: &'static str) {

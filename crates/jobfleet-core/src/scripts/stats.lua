@@ -4,12 +4,16 @@
 -- KEYS[3]  dead ZSET          KEYS[4]  workers ZSET
 -- KEYS[5]  stats HASH
 -- ARGV[1]  processing list key prefix
+-- ARGV[2]  job key prefix
 --
 -- "pending" is the pending list's length less the jobs cancelled in place
 -- that no claim has skipped yet (the stats field `pending_cancelled`).
 -- "active" is the sum of the processing lists of the workers in the set.
--- Returns {pending, scheduled, dead, active, workers, then the stats HASH
--- as field, value pairs}.
+-- "oldest" is how long the job at the claim end of pending has been ready,
+-- in ms (since it was created, or since its run-at time for a delayed or
+-- retried one): the queue's latency. 0 when pending is empty.
+-- Returns {pending, scheduled, dead, active, workers, oldest, then the
+-- stats HASH as field, value pairs}.
 
 local active = 0
 local workers = redis.call('ZRANGE', KEYS[4], 0, -1)
@@ -17,12 +21,20 @@ for _, worker in ipairs(workers) do
   active = active + redis.call('LLEN', ARGV[1] .. worker)
 end
 local cancelled = tonumber(redis.call('HGET', KEYS[5], 'pending_cancelled')) or 0
+local oldest = 0
+local head = redis.call('LINDEX', KEYS[1], -1)
+if head and here(ARGV[2] .. head, ARGV[2]) then
+  local f = redis.call('HMGET', ARGV[2] .. head, 'created_ms', 'run_at_ms')
+  local ready = math.max(tonumber(f[1]) or 0, tonumber(f[2]) or 0)
+  if ready > 0 then oldest = since(now_ms(), ready) end
+end
 local out = {
   math.max(0, redis.call('LLEN', KEYS[1]) - cancelled),
   redis.call('ZCARD', KEYS[2]),
   redis.call('ZCARD', KEYS[3]),
   active,
   #workers,
+  oldest,
 }
 for _, v in ipairs(redis.call('HGETALL', KEYS[5])) do out[#out + 1] = v end
 return out
