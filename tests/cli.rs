@@ -898,3 +898,65 @@ fn a_worker_takes_its_settings_from_a_config_file_that_env_and_flags_override() 
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--log-level"));
 }
+
+#[test]
+fn a_key_ttl_and_a_traceparent_survive_a_sigkill_of_the_worker_running_the_job() {
+    let mut fleet = Fleet::new();
+    let victim = fleet.start_worker(&["--keep-completed", "0s"]);
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let run = fleet.jobfleet(&[
+        "submit",
+        "sleep",
+        r#"{"ms": 3000}"#,
+        "--key",
+        "nightly-report",
+        "--key-ttl",
+        "1h",
+        "--traceparent",
+        tp,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    fleet.until(Duration::from_secs(20), "the victim to run the job", |f| {
+        f.queue_stats("default")["active"].as_u64() == Some(1)
+    });
+    fleet.workers[victim].signal("KILL");
+    fleet.workers[victim].wait_exit(Duration::from_secs(5));
+    let heir = fleet.start_worker(&[
+        "--keep-completed",
+        "0s",
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+    ]);
+    let wait = fleet.jobfleet(&["wait", "nightly-report", "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}", wait.stderr);
+
+    let job = fleet.jobfleet(&["status", "nightly-report", "--json"]).json();
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["recoveries"], 1, "{job}");
+    assert_eq!(job["traceparent"], tp, "{job}");
+    let again = fleet.jobfleet(&["submit", "sleep", r#"{"ms": 1}"#, "--key", "nightly-report"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already exists"),
+        "the key outlives --keep-completed 0s: {}",
+        again.stderr
+    );
+
+    // The heir's span for the job is a child of the submitted span, in its trace.
+    let log = fleet.workers[heir].log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("attempt ended"))
+        .unwrap_or_else(|| panic!("no attempt logged:\n{log}"));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    let span = &event["span"];
+    assert_eq!(span["trace_id"], "0af7651916cd43dd8448eb211c80319c", "{line}");
+    assert_eq!(span["parent_span_id"], "b7ad6b7169203331", "{line}");
+    assert_ne!(span["span_id"], "b7ad6b7169203331", "{line}");
+
+    let bad = fleet.jobfleet(&["submit", "echo", "{}", "--traceparent", "not-a-trace"]);
+    assert_eq!(bad.code, 3);
+    assert!(bad.stderr.contains("invalid traceparent"), "{}", bad.stderr);
+}

@@ -17,6 +17,11 @@ pub enum Error {
     /// A job id (idempotency key) that cannot be used.
     #[error("invalid job id {0:?}: use 1 to 200 characters without whitespace")]
     InvalidJobId(String),
+    /// A trace context that is not W3C `traceparent` text.
+    #[error(
+        "invalid traceparent {0:?}: use the W3C form 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>"
+    )]
+    InvalidTraceparent(String),
     /// A payload that is not valid JSON.
     #[error("payload is not valid JSON: {0}")]
     InvalidPayload(String),

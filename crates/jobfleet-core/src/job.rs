@@ -102,6 +102,14 @@ pub struct JobSpec {
     pub timeout: Duration,
     /// Run no earlier than this long after submission.
     pub delay: Duration,
+    /// Keep the record at least this long once the job completed or was
+    /// cancelled, so its id (an idempotency key) holds that long even when
+    /// the fleet's retention (`--keep-completed`) is shorter. `None`: the
+    /// retention alone.
+    pub key_ttl: Option<Duration>,
+    /// A W3C trace context (`traceparent`): the worker's span for the job
+    /// becomes its child.
+    pub traceparent: Option<String>,
 }
 
 impl JobSpec {
@@ -120,6 +128,8 @@ impl JobSpec {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout: DEFAULT_TIMEOUT,
             delay: Duration::ZERO,
+            key_ttl: None,
+            traceparent: None,
         }
     }
 
@@ -147,6 +157,29 @@ impl JobSpec {
         self
     }
 
+    /// Keeps the finished record, and so its idempotency key, at least this
+    /// long (rounded up to whole seconds).
+    pub fn key_ttl(mut self, ttl: Duration) -> JobSpec {
+        self.key_ttl = Some(ttl);
+        self
+    }
+
+    /// Carries a W3C trace context to the worker.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> JobSpec {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// Whether the submit script needs the long argument layout for it.
+    pub(crate) fn has_extras(&self) -> bool {
+        self.key_ttl.is_some_and(|t| !t.is_zero()) || self.traceparent.is_some()
+    }
+
+    /// `key_ttl` in whole seconds, rounded up ("0": none).
+    pub(crate) fn key_ttl_secs(&self) -> u64 {
+        self.key_ttl.map_or(0, |t| t.as_millis().div_ceil(1000) as u64)
+    }
+
     pub(crate) fn validate(&self, max_payload_bytes: usize) -> Result<()> {
         if self.task.is_empty() || self.task.len() > 200 {
             return Err(Error::InvalidTaskName(self.task.clone()));
@@ -162,7 +195,15 @@ impl JobSpec {
         }
         serde_json::from_str::<serde::de::IgnoredAny>(&self.payload)
             .map_err(|e| Error::InvalidPayload(e.to_string()))?;
-        for (what, value) in [("delay", self.delay), ("timeout", self.timeout)] {
+        if let Some(tp) = &self.traceparent {
+            crate::trace::TraceContext::parse(tp)?;
+        }
+        let key_ttl = self.key_ttl.unwrap_or_default();
+        for (what, value) in [
+            ("delay", self.delay),
+            ("timeout", self.timeout),
+            ("key TTL", key_ttl),
+        ] {
             if value > MAX_DELAY {
                 return Err(Error::DurationTooLong {
                     what,
@@ -207,6 +248,8 @@ pub struct ClaimedJob {
     pub max_attempts: u32,
     /// The longest this attempt may run.
     pub timeout: Duration,
+    /// The W3C trace context given at submit, if any.
+    pub traceparent: Option<String>,
 }
 
 /// A job as `status` reads it.
@@ -250,6 +293,13 @@ pub struct Job {
     pub error: Option<String>,
     /// How many times its worker died while running it.
     pub recoveries: u32,
+    /// The least time the finished record is kept, seconds (see
+    /// [`JobSpec::key_ttl`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ttl_s: Option<u64>,
+    /// The W3C trace context given at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Job {
@@ -277,6 +327,8 @@ impl Job {
             started_ms: num(&f, "started_ms"),
             finished_ms: num(&f, "finished_ms"),
             recoveries: num(&f, "recoveries").unwrap_or(0) as u32,
+            key_ttl_s: num(&f, "key_ttl_s"),
+            traceparent: f.remove("traceparent"),
             task: f.remove("task").unwrap_or_default(),
             payload: json(f.remove("payload")).unwrap_or(serde_json::Value::Null),
             worker: f.remove("worker").filter(|w| !w.is_empty()),

@@ -42,6 +42,7 @@ pub mod keys;
 pub mod queue;
 pub mod scripts;
 pub mod task;
+pub mod trace;
 
 pub use client::{
     Client, ClusterNodeInfo, ConnectOptions, Feed, Finished, FleetStats, Policy, ReplicaInfo, Replication,
@@ -59,3 +60,4 @@ pub use queue::{
     CancelOutcome, FailKind, FailOutcome, MAX_SHARDS, Queue, QueueStats, Recovered, Submitted, shard_of,
 };
 pub use task::{Handle, Task};
+pub use trace::TraceContext;

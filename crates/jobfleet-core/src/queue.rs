@@ -520,6 +520,9 @@ impl Queue {
                     .key(&self.keys.stats)
                     .key(&self.keys.dead)
                     .arg(&self.keys.notify);
+                // The long layout only when a job of the call needs it: no
+                // extra bytes per job otherwise.
+                let long = specs.iter().any(JobSpec::has_extras);
                 for (spec, id) in specs.iter().zip(ids) {
                     inv.key(self.keys.job(id))
                         .arg(id)
@@ -528,6 +531,10 @@ impl Queue {
                         .arg(spec.max_attempts)
                         .arg(spec.timeout.as_millis() as u64)
                         .arg(spec.delay.as_millis() as u64);
+                    if long {
+                        inv.arg(spec.key_ttl_secs())
+                            .arg(spec.traceparent.as_deref().unwrap_or(""));
+                    }
                 }
                 inv
             })
@@ -591,7 +598,8 @@ impl Queue {
         let mut jobs = Vec::new();
         while let Some(id) = fields.next() {
             let mut next = || fields.next().map(text).unwrap_or_default();
-            let (task, payload, attempt, max_attempts, timeout_ms) = (next(), next(), next(), next(), next());
+            let (task, payload, attempt, max_attempts, timeout_ms, traceparent) =
+                (next(), next(), next(), next(), next(), next());
             jobs.push(ClaimedJob {
                 id: text(id),
                 queue: self.name.to_string(),
@@ -601,6 +609,7 @@ impl Queue {
                 attempt: attempt.parse().unwrap_or(1),
                 max_attempts: max_attempts.parse().unwrap_or(1),
                 timeout: Duration::from_millis(timeout_ms.parse().unwrap_or(0)),
+                traceparent: Some(traceparent).filter(|t| !t.is_empty()),
             });
         }
         Ok(jobs)

@@ -267,6 +267,80 @@ async fn the_dead_set_is_capped_and_finished_records_expire() {
 }
 
 #[tokio::test]
+async fn a_key_ttl_keeps_the_idempotency_key_past_a_shorter_retention() {
+    let server = TestRedis::start();
+    let policy = Policy {
+        completed_retention: Duration::ZERO,
+        ..instant_retries()
+    };
+    let client = client_with(&server, policy).await;
+    let q = client.queue("default").unwrap();
+    let kept = q
+        .submit(echo(1).id("kept").key_ttl(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let plain = q.submit(echo(2).id("plain")).await.unwrap();
+    let cancelled = q
+        .submit(echo(3).id("gone").key_ttl(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    assert!(kept.created && plain.created && cancelled.created);
+    q.cancel("gone").await.unwrap();
+    q.heartbeat("w", true).await.unwrap();
+    let claimed = q.claim("w", 10).await.unwrap();
+    assert_eq!(claimed.len(), 2, "the cancelled entry is skipped");
+    q.ack("w", &[("kept".into(), "1".into()), ("plain".into(), "2".into())])
+        .await
+        .unwrap();
+
+    let ttl = |id: &str| -> i64 {
+        let reply = server.cmd(&format!("TTL {}", q.keys().job(id)));
+        reply.trim_start_matches(':').trim().parse().unwrap()
+    };
+    assert!((590..=600).contains(&ttl("kept")), "{}", ttl("kept"));
+    assert_eq!(q.status("kept").await.unwrap().unwrap().key_ttl_s, Some(600));
+    assert_eq!(
+        q.status("plain").await.unwrap(),
+        None,
+        "retention 0 deletes at once"
+    );
+    // The cancelled record keeps its 1.5 s, rounded up to 2 s.
+    assert!((1..=2).contains(&ttl("gone")), "{}", ttl("gone"));
+
+    let again = q
+        .submit(echo(9).id("kept").key_ttl(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert!(!again.created, "the key still names the finished job");
+    assert!(
+        q.submit(echo(9).id("plain")).await.unwrap().created,
+        "no ttl: the key is free"
+    );
+}
+
+#[tokio::test]
+async fn a_traceparent_is_stored_and_handed_to_the_worker_and_a_bad_one_refused() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let id = q.submit(echo(1).traceparent(tp)).await.unwrap().id;
+    let plain = q.submit(echo(2)).await.unwrap().id;
+    assert_eq!(
+        q.status(&id).await.unwrap().unwrap().traceparent.as_deref(),
+        Some(tp)
+    );
+    q.heartbeat("w", true).await.unwrap();
+    let claimed = q.claim("w", 2).await.unwrap();
+    assert_eq!(claimed[0].traceparent.as_deref(), Some(tp));
+    assert_eq!(
+        (claimed[1].id.as_str(), claimed[1].traceparent.as_deref()),
+        (plain.as_str(), None)
+    );
+    let err = q.submit(echo(3).traceparent("00-zz-01")).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidTraceparent(_)), "{err}");
+}
+
+#[tokio::test]
 async fn cancel_removes_waiting_jobs_and_asks_the_worker_to_stop_a_running_one() {
     let (_server, client) = setup().await;
     let q = client.queue("default").unwrap();

@@ -174,10 +174,27 @@ fn start(
             hand_back.clone(),
             worker.to_string(),
         );
-        jobs.spawn(async move {
+        let (span, trace) = job_span(&job);
+        let work = async move {
             let started = std::time::Instant::now();
-            let outcome =
-                runner::run(&shared.registry, &job, cancel, hand_back, shared.client.policy()).await;
+            let outcome = runner::run(
+                &shared.registry,
+                &job,
+                cancel,
+                hand_back,
+                shared.client.policy(),
+                trace,
+            )
+            .await;
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                outcome = match &outcome {
+                    Some(runner::Outcome::Completed(_)) => "completed",
+                    Some(runner::Outcome::Failed(..)) => "failed",
+                    None => "handed back",
+                },
+                "attempt ended"
+            );
             crate::metrics::job_duration(&job.queue, &job.task, started.elapsed());
             {
                 let mut running = shared.running.lock().expect("poisoned");
@@ -189,8 +206,38 @@ fn start(
                 let _ = done.send(Done { worker, job, outcome });
             }
             drop(permit);
-        });
+        };
+        jobs.spawn(tracing::Instrument::instrument(work, span));
     }
+}
+
+/// The span of one attempt. A job submitted with a `traceparent` gets a span
+/// of its own in that trace, the submitted span as its parent; the span's
+/// fields name both, so logs join the producer's trace.
+fn job_span(job: &ClaimedJob) -> (tracing::Span, Option<jobfleet_core::TraceContext>) {
+    let empty = tracing::field::Empty;
+    let span = tracing::info_span!(
+        "job",
+        id = %job.id,
+        queue = %job.queue,
+        task = %job.task,
+        attempt = job.attempt,
+        trace_id = empty,
+        span_id = empty,
+        parent_span_id = empty,
+    );
+    let parent = job
+        .traceparent
+        .as_deref()
+        .and_then(|t| jobfleet_core::TraceContext::parse(t).ok());
+    let trace = parent.map(|parent| {
+        let own = parent.child();
+        span.record("trace_id", format!("{:032x}", own.trace_id));
+        span.record("span_id", format!("{:016x}", own.span_id));
+        span.record("parent_span_id", format!("{:016x}", parent.span_id));
+        own
+    });
+    (span, trace)
 }
 
 /// The shard handles in priority order, each queue's shards rotated to

@@ -40,6 +40,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
     hand_back: CancellationToken,
     policy: &Policy,
+    trace: Option<jobfleet_core::TraceContext>,
 ) -> Option<Outcome> {
     let Some(handler) = registry.get(&job.task) else {
         let message = if job.task.is_empty() {
@@ -60,6 +61,7 @@ pub(crate) async fn run(
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         cancel: cancel.clone(),
+        trace,
     };
     let work = AssertUnwindSafe(handler(ctx, job.payload.clone())).catch_unwind();
     let timeout = if job.timeout.is_zero() {

@@ -82,6 +82,10 @@ pub struct JobContext {
     /// Cancelled when the job is cancelled or times out: long-running
     /// handlers (blocking ones especially) should check it and stop early.
     pub cancel: CancellationToken,
+    /// This attempt's trace context when the job was submitted with one: the
+    /// submitted trace, with this attempt's span as its span. Pass
+    /// `trace.to_string()` as the `traceparent` of jobs the task submits.
+    pub trace: Option<jobfleet_core::TraceContext>,
 }
 
 /// A registered handler: takes the payload as the JSON text stored on the job.

@@ -46,10 +46,19 @@ pub struct Args {
     timeout: Duration,
     /// Idempotency key used as the job id: submitting it again returns the
     /// same job, for as long as its record is kept (while it waits or runs,
-    /// then the workers' --keep-completed, 1 h by default, or --keep-dead);
-    /// after that the key makes a new job. With --stdin, line N gets KEY-N.
+    /// then the workers' --keep-completed, 1 h by default, or --keep-dead;
+    /// at least --key-ttl when given); after that the key makes a new job.
+    /// With --stdin, line N gets KEY-N.
     #[arg(long)]
     key: Option<String>,
+    /// Keep the finished record, and so the --key, at least this long (e.g.
+    /// 24h) even when the workers' --keep-completed is shorter.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    key_ttl: Option<Duration>,
+    /// W3C trace context (00-<trace id>-<span id>-<flags>) stored on the job:
+    /// the worker's span for it joins that trace.
+    #[arg(long, env = "TRACEPARENT", value_name = "TRACEPARENT")]
+    traceparent: Option<String>,
     /// Wait for every job to finish; exit 1 if any failed, died or was cancelled.
     /// One job's result is printed when it completes.
     #[arg(long)]
@@ -135,6 +144,8 @@ fn spec(args: &Args, payload: String, key: Option<String>) -> JobSpec {
         .timeout(args.timeout)
         .delay(args.delay.unwrap_or_default());
     spec.id = key;
+    spec.key_ttl = args.key_ttl;
+    spec.traceparent = args.traceparent.clone();
     spec
 }
 

@@ -6,7 +6,8 @@
 -- ARGV[2]  job key prefix
 -- ARGV[3]  events channel
 -- ARGV[4]  queue name
--- ARGV[5]  retention of completed records, seconds (0: delete at once)
+-- ARGV[5]  retention of completed records, seconds (0: delete at once); a
+--          record's own `key_ttl_s`, when longer, wins
 -- ARGV[6+(i-1)*2], ARGV[7+(i-1)*2]  for the i-th job: id, result (JSON text)
 --
 -- The fence: an id no longer in this worker's processing list (recovered and
@@ -31,7 +32,6 @@ if CLUSTER then
 end
 local now_n = now_ms()
 local now = tostring(now_n)
-local keep = ARGV[5] ~= '0'
 local queue_json = cjson.encode(ARGV[4])
 local worker_json = cjson.encode(ARGV[1])
 local task_json = {}
@@ -54,11 +54,13 @@ for i = 6, #ARGV, 2 do
     out[#out + 1] = 0
   else
     local key = ARGV[2] .. id
-    local f = redis.call('HMGET', key, 'task', 'attempts', 'started_ms', 'cancel')
-    if keep then
+    local f = redis.call('HMGET', key, 'task', 'attempts', 'started_ms', 'cancel', 'key_ttl_s')
+    local keep = ARGV[5]
+    if f[5] and (tonumber(f[5]) or 0) > tonumber(keep) then keep = f[5] end
+    if keep ~= '0' then
       redis.call('HSET', key, 'state', 'completed', 'result', result, 'finished_ms', now)
       if f[4] then redis.call('HDEL', key, 'cancel') end
-      redis.call('EXPIRE', key, ARGV[5])
+      redis.call('EXPIRE', key, keep)
     else
       redis.call('DEL', key)
     end

@@ -34,7 +34,7 @@
 -- after it stay in pending, and the new owner serves them once the slot moved.
 --
 -- Returns {'recovered'} or {'ok', then per job: id, task, payload, attempt,
--- max_attempts, timeout_ms}. Fields missing from a hand-written record come
+-- max_attempts, timeout_ms, traceparent}. Fields missing from a hand-written record come
 -- back as '' so the worker can fail the job with a clear error.
 --
 -- Two redis.call per job (HMGET, HSET): the move is one LMPOP and one LPUSH
@@ -75,7 +75,7 @@ while #claimed < want and examined < budget and not moving do
   for _, id in ipairs(popped[2]) do
     local key = ARGV[3] .. id
     examined = examined + 1
-    local f = redis.call('HMGET', key, 'task', 'payload', 'max_attempts', 'timeout_ms', 'attempts', 'state', 'queued')
+    local f = redis.call('HMGET', key, 'task', 'payload', 'max_attempts', 'timeout_ms', 'attempts', 'state', 'queued', 'traceparent')
     if not (f[1] or f[2] or f[6]) then
       orphaned = orphaned + 1
     elseif f[6] and f[6] ~= 'pending' then
@@ -102,6 +102,7 @@ while #claimed < want and examined < budget and not moving do
       out[#out + 1] = attempt
       out[#out + 1] = f[3] or ''
       out[#out + 1] = f[4] or ''
+      out[#out + 1] = f[8] or ''
     end
   end
 end

@@ -131,8 +131,11 @@ local function bury(dead, stats, job_key, job_prefix, id, now, reason, retention
   trim_dead(dead, job_prefix, now, max_count, max_age_ms, 100)
 end
 
--- Applies the completed/cancelled retention to a finished record.
+-- Applies the completed/cancelled retention to a finished record (its own
+-- `key_ttl_s` when that is longer).
 local function keep_for(key, retention_s)
+  local own = tonumber(redis.call('HGET', key, 'key_ttl_s'))
+  if own and own > tonumber(retention_s) then retention_s = string.format('%d', own) end
   if tonumber(retention_s) > 0 then redis.call('EXPIRE', key, retention_s) else redis.call('DEL', key) end
 end
 

@@ -6,8 +6,14 @@
 -- KEYS[4]   dead ZSET
 -- KEYS[4+i] job HASH of the i-th job
 -- ARGV[1]   notify channel
--- ARGV[2+(i-1)*6 .. 7+(i-1)*6]  for the i-th job:
+-- ARGV[2 ..] for the i-th job, 6 values each:
 --           id, task, payload (JSON text), max_attempts, timeout_ms, delay_ms
+--           or 8 values each (the same for every job of the call), adding:
+--           key_ttl_s    the least time the record is kept once the job
+--                        completed or was cancelled, so its id (idempotency
+--                        key) holds that long whatever the retention ('0': the
+--                        retention alone)
+--           traceparent  a W3C trace context for the worker's span ('': none)
 --
 -- Every job is checked before anything is written, so a bad one submits
 -- none: the id must be 1 to 200 bytes of UTF-8 without whitespace, the task
@@ -27,25 +33,31 @@
 
 local MAX_DELAY_MS = 3155760000000
 local n = #KEYS - 4
-if #ARGV ~= 1 + n * 6 then
+local stride = 6
+if n > 0 and #ARGV == 1 + n * 8 then stride = 8 end
+if #ARGV ~= 1 + n * stride then
   return redis.error_reply('ERR jobfleet: invalid job batch: ' .. n .. ' job keys but ' .. (#ARGV - 1) .. ' job arguments')
 end
 local function refuse(i, what)
   return redis.error_reply('ERR jobfleet: invalid job #' .. i .. ': ' .. what)
 end
 for i = 1, n do
-  local a = 2 + (i - 1) * 6
+  local a = 2 + (i - 1) * stride
   if not valid_id(ARGV[a]) then
     return refuse(i, 'the id must be 1 to 200 bytes of UTF-8 without whitespace')
   end
   if #ARGV[a + 1] == 0 or #ARGV[a + 1] > 200 then return refuse(i, 'the task name must be 1 to 200 bytes') end
-  for k, name in ipairs({'max_attempts', 'timeout_ms', 'delay_ms'}) do
+  for k, name in ipairs({'max_attempts', 'timeout_ms', 'delay_ms', 'key_ttl_s'}) do
     local v = ARGV[a + 2 + k]
+    if k == 4 and stride == 6 then break end
     if not string.find(v, '^%d+$') or #v > 15 then
       return refuse(i, name .. ' must be a decimal integer below 10^15, not ' .. string.format('%q', v))
     end
   end
   if tonumber(ARGV[a + 5]) > MAX_DELAY_MS then return refuse(i, 'delay_ms is over 100 years') end
+  if stride == 8 and ARGV[a + 7] ~= '' and not string.find(ARGV[a + 7], '^%x%x%-%x+%-%x+%-%x%x$') then
+    return refuse(i, 'traceparent must be a W3C trace context (00-<trace id>-<parent id>-<flags>)')
+  end
 end
 
 local now_n = now_ms()
@@ -56,7 +68,7 @@ local submitted = 0
 local any_dead = redis.call('ZCARD', KEYS[4]) > 0
 for i = 1, n do
   local key = KEYS[4 + i]
-  local a = 2 + (i - 1) * 6
+  local a = 2 + (i - 1) * stride
   if redis.call('EXISTS', key) == 1 then
     created[i] = 0
   else
@@ -70,6 +82,10 @@ for i = 1, n do
       redis.call('HSET', key, 'task', ARGV[a + 1], 'payload', ARGV[a + 2], 'state', 'pending',
         'max_attempts', ARGV[a + 3], 'timeout_ms', ARGV[a + 4], 'created_ms', now)
       ready[#ready + 1] = id
+    end
+    if stride == 8 then
+      if ARGV[a + 6] ~= '0' then redis.call('HSET', key, 'key_ttl_s', ARGV[a + 6]) end
+      if ARGV[a + 7] ~= '' then redis.call('HSET', key, 'traceparent', ARGV[a + 7]) end
     end
     if any_dead then redis.call('ZREM', KEYS[4], id) end
     submitted = submitted + 1
