@@ -1,6 +1,6 @@
 //! The one seam between jobfleet and Redis' topologies. Everything above
 //! this module (queues, the worker, the CLI, the dashboard) sends commands
-//! through a [`Conn`] and subscribes through [`Topology::primary`], and never
+//! through a [`Conn`] and subscribes through `Topology::subscribe`, and never
 //! asks which topology it runs on.
 //!
 //! - **One server** (`redis://`, `rediss://`): the `redis` crate's

@@ -43,6 +43,7 @@ pub mod queue;
 pub mod scripts;
 pub mod task;
 pub mod trace;
+pub mod worker_protocol;
 
 pub use client::{
     Client, ClusterNodeInfo, ConnectOptions, Feed, Finished, FleetStats, Policy, ReplicaInfo, Replication,

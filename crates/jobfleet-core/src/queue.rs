@@ -565,229 +565,6 @@ impl Queue {
             .collect())
     }
 
-    /// Claims up to `n` jobs for `worker`, moving them from pending into its
-    /// processing list. Fails with [`Error::WorkerRecovered`] when the worker
-    /// is no longer registered.
-    pub async fn claim(&self, worker: &str, n: usize) -> Result<Vec<ClaimedJob>> {
-        let policy = self.client.policy();
-        let reply: Vec<Value> = scripts::CLAIM
-            .on(&self.client)
-            .key(&self.keys.pending)
-            .key(self.keys.processing(worker))
-            .key(&self.keys.workers)
-            .key(&self.keys.stats)
-            .key(&self.keys.dead)
-            .arg(worker)
-            .arg(n)
-            .arg(&self.keys.job_prefix)
-            .arg(policy.max_payload_bytes)
-            .arg(&self.keys.events)
-            .arg(&*self.name)
-            .arg(policy.completed_retention.as_secs())
-            .arg(policy.dead_retention.as_secs())
-            .arg(policy.dead_max_count)
-            .arg(policy.dead_retention.as_millis() as u64)
-            .invoke_async(&mut self.client.conn())
-            .await?;
-        let mut fields = reply.into_iter();
-        match fields.next().map(text).as_deref() {
-            Some("ok") => {}
-            Some("recovered") => return Err(Error::WorkerRecovered(worker.to_string())),
-            other => return Err(Error::Protocol(format!("claim replied {other:?}"))),
-        }
-        let mut jobs = Vec::new();
-        while let Some(id) = fields.next() {
-            let mut next = || fields.next().map(text).unwrap_or_default();
-            let (task, payload, attempt, max_attempts, timeout_ms, traceparent) =
-                (next(), next(), next(), next(), next(), next());
-            jobs.push(ClaimedJob {
-                id: text(id),
-                queue: self.name.to_string(),
-                shard: self.shard,
-                task,
-                payload,
-                attempt: attempt.parse().unwrap_or(1),
-                max_attempts: max_attempts.parse().unwrap_or(1),
-                timeout: Duration::from_millis(timeout_ms.parse().unwrap_or(0)),
-                traceparent: Some(traceparent).filter(|t| !t.is_empty()),
-            });
-        }
-        Ok(jobs)
-    }
-
-    /// Completes jobs `worker` holds, in one script call. `results` pairs
-    /// each id with its result as JSON text. Returns, per job, whether the ack
-    /// was applied (false: refused by the fence, the worker no longer held it).
-    pub async fn ack(&self, worker: &str, results: &[(String, String)]) -> Result<Vec<bool>> {
-        let mut inv = scripts::ACK.on(&self.client).prepare_invoke();
-        inv.key(self.keys.processing(worker))
-            .key(&self.keys.stats)
-            .arg(worker)
-            .arg(&self.keys.job_prefix)
-            .arg(&self.keys.events)
-            .arg(&*self.name)
-            .arg(self.client.policy().completed_retention.as_secs());
-        for (id, result) in results {
-            inv.arg(id).arg(result);
-        }
-        let (applied, confirmation): (Vec<i64>, _) = self.client.write(&inv).await?;
-        self.client.unconfirmed("ack", results.len(), confirmation);
-        Ok(applied.into_iter().map(|a| a == 1).collect())
-    }
-
-    /// Records a failed attempt of a job `worker` holds.
-    pub async fn fail(&self, worker: &str, id: &str, error: &str, kind: FailKind) -> Result<FailOutcome> {
-        let policy = self.client.policy();
-        let jitter: f64 = rand::random::<f64>() * policy.backoff_jitter;
-        let mut inv = scripts::FAIL.on(&self.client).prepare_invoke();
-        inv.key(self.keys.processing(worker))
-            .key(&self.keys.scheduled)
-            .key(&self.keys.dead)
-            .key(&self.keys.stats)
-            .key(self.keys.job(id))
-            .arg(worker)
-            .arg(id)
-            .arg(error)
-            .arg(kind.as_str())
-            .arg(policy.backoff_base.as_millis() as u64)
-            .arg(policy.backoff_cap.as_millis() as u64)
-            .arg(jitter)
-            .arg(&self.keys.events)
-            .arg(&*self.name)
-            .arg(&self.keys.job_prefix)
-            .arg(policy.completed_retention.as_secs())
-            .arg(policy.dead_retention.as_secs())
-            .arg(policy.dead_max_count)
-            .arg(policy.dead_retention.as_millis() as u64);
-        let (reply, confirmation): (Vec<Value>, _) = self.client.write(&inv).await?;
-        self.client.unconfirmed("fail", 1, confirmation);
-        let mut fields = reply.into_iter().map(text);
-        match fields.next().as_deref() {
-            Some("scheduled") => Ok(FailOutcome::Scheduled {
-                run_at_ms: fields.next().and_then(|t| t.parse().ok()).unwrap_or(0),
-            }),
-            Some("dead") => Ok(FailOutcome::Dead),
-            Some("cancelled") => Ok(FailOutcome::Cancelled),
-            Some("stale") => Ok(FailOutcome::Stale),
-            other => Err(Error::Protocol(format!("fail replied {other:?}"))),
-        }
-    }
-
-    /// Registers (`register`) or refreshes `worker`'s heartbeat. Returns the
-    /// Redis time, or `None` when a refresh found the worker recovered.
-    pub async fn heartbeat(&self, worker: &str, register: bool) -> Result<Option<u64>> {
-        let now: u64 = scripts::HEARTBEAT
-            .on(&self.client)
-            .key(&self.keys.workers)
-            .arg(worker)
-            .arg(if register { "1" } else { "0" })
-            .invoke_async(&mut self.client.conn())
-            .await?;
-        Ok((now > 0).then_some(now))
-    }
-
-    /// Hands the jobs of workers silent for longer than `dead_after` back to
-    /// pending (or buries poison pills). Safe to run from many workers.
-    pub async fn recover(&self, dead_after: Duration) -> Result<Recovered> {
-        let policy = self.client.policy();
-        let reply: Vec<u64> = scripts::RECOVER
-            .on(&self.client)
-            .key(&self.keys.workers)
-            .key(&self.keys.pending)
-            .key(&self.keys.dead)
-            .key(&self.keys.stats)
-            .arg(dead_after.as_millis() as u64)
-            .arg(&self.keys.processing_prefix)
-            .arg(&self.keys.job_prefix)
-            .arg(policy.poison_cap)
-            .arg(&self.keys.events)
-            .arg(&self.keys.notify)
-            .arg(&*self.name)
-            .arg(policy.dead_retention.as_secs())
-            .arg(policy.dead_max_count)
-            .arg(policy.dead_retention.as_millis() as u64)
-            .arg(policy.completed_retention.as_secs())
-            .invoke_async(&mut self.client.conn())
-            .await?;
-        match reply[..] {
-            [workers, requeued, buried] => Ok(Recovered {
-                workers,
-                requeued,
-                buried,
-            }),
-            _ => Err(Error::Protocol("recover returned a short reply".into())),
-        }
-    }
-
-    /// Moves up to `limit` due jobs from scheduled to pending.
-    pub async fn promote_due(&self, limit: usize) -> Result<u64> {
-        Ok(scripts::PROMOTE
-            .on(&self.client)
-            .key(&self.keys.scheduled)
-            .key(&self.keys.pending)
-            .arg(&self.keys.job_prefix)
-            .arg(&self.keys.notify)
-            .arg(limit)
-            .invoke_async(&mut self.client.conn())
-            .await?)
-    }
-
-    /// Hands every job `worker` holds back to pending (its attempt is not
-    /// counted); with `leave`, also removes the worker from the queue.
-    pub async fn requeue(&self, worker: &str, leave: bool) -> Result<u64> {
-        Ok(scripts::REQUEUE
-            .on(&self.client)
-            .key(self.keys.processing(worker))
-            .key(&self.keys.pending)
-            .key(&self.keys.workers)
-            .key(&self.keys.stats)
-            .arg(worker)
-            .arg(&self.keys.job_prefix)
-            .arg(&self.keys.notify)
-            .arg(if leave { "1" } else { "0" })
-            .arg(&self.keys.events)
-            .arg(&*self.name)
-            .arg(self.client.policy().completed_retention.as_secs())
-            .invoke_async(&mut self.client.conn())
-            .await?)
-    }
-
-    /// Hands back every job in `worker`'s processing list that is not in
-    /// `held` (the jobs it runs or has yet to write back): for after a claim
-    /// whose reply was lost, or an outcome Redis rolled back (a failover, a
-    /// crash before fsync). Jobs whose cancel was requested end cancelled.
-    /// Returns how many were handed back.
-    pub async fn reconcile(&self, worker: &str, held: &[String]) -> Result<u64> {
-        Ok(scripts::RECONCILE
-            .on(&self.client)
-            .key(self.keys.processing(worker))
-            .key(&self.keys.pending)
-            .key(&self.keys.stats)
-            .arg(&self.keys.job_prefix)
-            .arg(&self.keys.notify)
-            .arg(&self.keys.events)
-            .arg(&*self.name)
-            .arg(self.client.policy().completed_retention.as_secs())
-            .arg(worker)
-            .arg(held)
-            .invoke_async(&mut self.client.conn())
-            .await?)
-    }
-
-    /// Which of `ids` have had their cancel requested (the record's `cancel`
-    /// flag), in one pipelined round trip: for a worker that may have missed
-    /// the control message while it was resubscribing.
-    pub async fn cancel_requested(&self, ids: &[String]) -> Result<Vec<bool>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.hexists(self.keys.job(id), "cancel");
-        }
-        Ok(pipe.query_async(&mut self.client.conn()).await?)
-    }
-
     /// Deletes this queue's counters and workers set if it holds no job and
     /// no live worker serves it (see [`Client::forget_queue`], which also
     /// drops the name from the known queues).
@@ -1131,5 +908,209 @@ pub(crate) fn text(v: Value) -> String {
         Value::Int(i) => i.to_string(),
         Value::Okay => "OK".to_string(),
         _ => String::new(),
+    }
+}
+
+/// The worker's side of a queue (see [`WorkerProtocol`](crate::worker_protocol::WorkerProtocol)).
+impl crate::worker_protocol::WorkerProtocol for Queue {
+    async fn claim(&self, worker: &str, n: usize) -> Result<Vec<ClaimedJob>> {
+        let policy = self.client.policy();
+        let reply: Vec<Value> = scripts::CLAIM
+            .on(&self.client)
+            .key(&self.keys.pending)
+            .key(self.keys.processing(worker))
+            .key(&self.keys.workers)
+            .key(&self.keys.stats)
+            .key(&self.keys.dead)
+            .arg(worker)
+            .arg(n)
+            .arg(&self.keys.job_prefix)
+            .arg(policy.max_payload_bytes)
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(policy.completed_retention.as_secs())
+            .arg(policy.dead_retention.as_secs())
+            .arg(policy.dead_max_count)
+            .arg(policy.dead_retention.as_millis() as u64)
+            .invoke_async(&mut self.client.conn())
+            .await?;
+        let mut fields = reply.into_iter();
+        match fields.next().map(text).as_deref() {
+            Some("ok") => {}
+            Some("recovered") => return Err(Error::WorkerRecovered(worker.to_string())),
+            other => return Err(Error::Protocol(format!("claim replied {other:?}"))),
+        }
+        let mut jobs = Vec::new();
+        while let Some(id) = fields.next() {
+            let mut next = || fields.next().map(text).unwrap_or_default();
+            let (task, payload, attempt, max_attempts, timeout_ms, traceparent) =
+                (next(), next(), next(), next(), next(), next());
+            jobs.push(ClaimedJob {
+                id: text(id),
+                queue: self.name.to_string(),
+                shard: self.shard,
+                task,
+                payload,
+                attempt: attempt.parse().unwrap_or(1),
+                max_attempts: max_attempts.parse().unwrap_or(1),
+                timeout: Duration::from_millis(timeout_ms.parse().unwrap_or(0)),
+                traceparent: Some(traceparent).filter(|t| !t.is_empty()),
+            });
+        }
+        Ok(jobs)
+    }
+
+    async fn ack(&self, worker: &str, results: &[(String, String)]) -> Result<Vec<bool>> {
+        let mut inv = scripts::ACK.on(&self.client).prepare_invoke();
+        inv.key(self.keys.processing(worker))
+            .key(&self.keys.stats)
+            .arg(worker)
+            .arg(&self.keys.job_prefix)
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(self.client.policy().completed_retention.as_secs());
+        for (id, result) in results {
+            inv.arg(id).arg(result);
+        }
+        let (applied, confirmation): (Vec<i64>, _) = self.client.write(&inv).await?;
+        self.client.unconfirmed("ack", results.len(), confirmation);
+        Ok(applied.into_iter().map(|a| a == 1).collect())
+    }
+
+    async fn fail(&self, worker: &str, id: &str, error: &str, kind: FailKind) -> Result<FailOutcome> {
+        let policy = self.client.policy();
+        let jitter: f64 = rand::random::<f64>() * policy.backoff_jitter;
+        let mut inv = scripts::FAIL.on(&self.client).prepare_invoke();
+        inv.key(self.keys.processing(worker))
+            .key(&self.keys.scheduled)
+            .key(&self.keys.dead)
+            .key(&self.keys.stats)
+            .key(self.keys.job(id))
+            .arg(worker)
+            .arg(id)
+            .arg(error)
+            .arg(kind.as_str())
+            .arg(policy.backoff_base.as_millis() as u64)
+            .arg(policy.backoff_cap.as_millis() as u64)
+            .arg(jitter)
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(&self.keys.job_prefix)
+            .arg(policy.completed_retention.as_secs())
+            .arg(policy.dead_retention.as_secs())
+            .arg(policy.dead_max_count)
+            .arg(policy.dead_retention.as_millis() as u64);
+        let (reply, confirmation): (Vec<Value>, _) = self.client.write(&inv).await?;
+        self.client.unconfirmed("fail", 1, confirmation);
+        let mut fields = reply.into_iter().map(text);
+        match fields.next().as_deref() {
+            Some("scheduled") => Ok(FailOutcome::Scheduled {
+                run_at_ms: fields.next().and_then(|t| t.parse().ok()).unwrap_or(0),
+            }),
+            Some("dead") => Ok(FailOutcome::Dead),
+            Some("cancelled") => Ok(FailOutcome::Cancelled),
+            Some("stale") => Ok(FailOutcome::Stale),
+            other => Err(Error::Protocol(format!("fail replied {other:?}"))),
+        }
+    }
+
+    async fn heartbeat(&self, worker: &str, register: bool) -> Result<Option<u64>> {
+        let now: u64 = scripts::HEARTBEAT
+            .on(&self.client)
+            .key(&self.keys.workers)
+            .arg(worker)
+            .arg(if register { "1" } else { "0" })
+            .invoke_async(&mut self.client.conn())
+            .await?;
+        Ok((now > 0).then_some(now))
+    }
+
+    async fn recover(&self, dead_after: Duration) -> Result<Recovered> {
+        let policy = self.client.policy();
+        let reply: Vec<u64> = scripts::RECOVER
+            .on(&self.client)
+            .key(&self.keys.workers)
+            .key(&self.keys.pending)
+            .key(&self.keys.dead)
+            .key(&self.keys.stats)
+            .arg(dead_after.as_millis() as u64)
+            .arg(&self.keys.processing_prefix)
+            .arg(&self.keys.job_prefix)
+            .arg(policy.poison_cap)
+            .arg(&self.keys.events)
+            .arg(&self.keys.notify)
+            .arg(&*self.name)
+            .arg(policy.dead_retention.as_secs())
+            .arg(policy.dead_max_count)
+            .arg(policy.dead_retention.as_millis() as u64)
+            .arg(policy.completed_retention.as_secs())
+            .invoke_async(&mut self.client.conn())
+            .await?;
+        match reply[..] {
+            [workers, requeued, buried] => Ok(Recovered {
+                workers,
+                requeued,
+                buried,
+            }),
+            _ => Err(Error::Protocol("recover returned a short reply".into())),
+        }
+    }
+
+    async fn promote_due(&self, limit: usize) -> Result<u64> {
+        Ok(scripts::PROMOTE
+            .on(&self.client)
+            .key(&self.keys.scheduled)
+            .key(&self.keys.pending)
+            .arg(&self.keys.job_prefix)
+            .arg(&self.keys.notify)
+            .arg(limit)
+            .invoke_async(&mut self.client.conn())
+            .await?)
+    }
+
+    async fn requeue(&self, worker: &str, leave: bool) -> Result<u64> {
+        Ok(scripts::REQUEUE
+            .on(&self.client)
+            .key(self.keys.processing(worker))
+            .key(&self.keys.pending)
+            .key(&self.keys.workers)
+            .key(&self.keys.stats)
+            .arg(worker)
+            .arg(&self.keys.job_prefix)
+            .arg(&self.keys.notify)
+            .arg(if leave { "1" } else { "0" })
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(self.client.policy().completed_retention.as_secs())
+            .invoke_async(&mut self.client.conn())
+            .await?)
+    }
+
+    async fn reconcile(&self, worker: &str, held: &[String]) -> Result<u64> {
+        Ok(scripts::RECONCILE
+            .on(&self.client)
+            .key(self.keys.processing(worker))
+            .key(&self.keys.pending)
+            .key(&self.keys.stats)
+            .arg(&self.keys.job_prefix)
+            .arg(&self.keys.notify)
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(self.client.policy().completed_retention.as_secs())
+            .arg(worker)
+            .arg(held)
+            .invoke_async(&mut self.client.conn())
+            .await?)
+    }
+
+    async fn cancel_requested(&self, ids: &[String]) -> Result<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hexists(self.keys.job(id), "cancel");
+        }
+        Ok(pipe.query_async(&mut self.client.conn()).await?)
     }
 }

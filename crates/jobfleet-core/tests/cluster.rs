@@ -9,6 +9,7 @@
 // tests (each on a runtime of its own), not tasks within one.
 #![allow(clippy::await_holding_lock)]
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 //! failover, an expired record or a careless producer leaves behind, and
 //! checks that no job is lost, run twice, or left hanging.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::time::Duration;
 
 use jobfleet_core::{

@@ -8,6 +8,7 @@
 // tests (each on a runtime of its own), not tasks within one.
 #![allow(clippy::await_holding_lock)]
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 

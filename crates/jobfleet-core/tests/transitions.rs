@@ -1,6 +1,7 @@
 //! Every Lua transition and every refusal, against a real redis-server that
 //! each test starts for itself.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::time::Duration;
 
 use jobfleet_core::{

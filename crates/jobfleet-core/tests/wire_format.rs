@@ -2,6 +2,7 @@
 //! event JSON persist in production Redis and other languages write them, so
 //! any change here is a migration (update `docs/PROTOCOL.md` with it).
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::collections::BTreeMap;
 
 use expect_test::expect;

@@ -3,6 +3,7 @@
 //! concurrent jobs cost one round trip. A write that fails (Redis away) is
 //! retried with backoff; nothing is dropped.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -6,6 +6,7 @@
 //! lists hold that we do not run), so a reconcile never races a claim whose
 //! jobs are not yet recorded as held.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -5,6 +5,7 @@
 //! Each beat also reads the queues' shard counts, so a raised count is
 //! served within one heartbeat.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::sync::Arc;
 
 use tokio::time::MissedTickBehavior;

@@ -4,6 +4,7 @@
 //! behind, messages may have been missed: it wakes the claim loop, re-reads
 //! the cancel flags of the running jobs, and asks for a reconcile.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,6 +1,7 @@
 //! The promote loop: moves due jobs (delays and retry backoffs) from
 //! scheduled to pending, judged by Redis' clock.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;

@@ -2,6 +2,7 @@
 //! whose heartbeat is too old back to pending. Every worker runs it; the
 //! script is atomic, so concurrent runs cannot recover a job twice.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::sync::Arc;
 use std::time::Duration;
 

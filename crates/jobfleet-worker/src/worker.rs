@@ -1,6 +1,7 @@
 //! The worker's shared state and [`run`], which wires the claim loop, the
 //! acker and the background loops together and shuts them down in order.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The worker run in-process against a real redis-server: normal runs,
 //! crashes, graceful shutdown, Redis restarts, timeouts, panics, bad input.
 
+use jobfleet_core::worker_protocol::WorkerProtocol;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
