@@ -338,6 +338,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_of_deploy_is_valid() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/jobfleet.example.toml");
+        let text = std::fs::read_to_string(&example).expect("deploy/jobfleet.example.toml");
+        let args = parse(&text, &[]).unwrap();
+        assert!(!args.queues.is_empty());
+    }
+
+    #[test]
     fn flags_override_the_config_file() {
         let args = parse(
             "queue = [\"high\", \"low\"]\nconcurrency = 3\n",
