@@ -28,6 +28,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== the worker's OpenTelemetry export (feature otel), to a receiver the test owns"
+cargo clippy --locked -p jobfleet-worker --features otel --all-targets -- -D warnings
+cargo test --workspace --locked --features jobfleet-worker/otel --test otel
 echo "== the lifecycle and CLI tests again, on a Redis Cluster (3 primaries, 3 replicas)"
 # (--workspace, as above: the same features, so nothing is built again)
 JOBFLEET_TEST_TOPOLOGY=cluster cargo test --workspace --locked --test transitions --test failure_paths --test cli

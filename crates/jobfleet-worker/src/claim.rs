@@ -232,6 +232,10 @@ fn job_span(job: &ClaimedJob) -> (tracing::Span, Option<jobfleet_core::TraceCont
         .as_deref()
         .and_then(|t| jobfleet_core::TraceContext::parse(t).ok());
     let trace = parent.map(|parent| {
+        // Exported spans take their span id from the exporter's tracer.
+        #[cfg(feature = "otel")]
+        let own = crate::otel::adopt(&span, &parent.to_string()).unwrap_or_else(|| parent.child());
+        #[cfg(not(feature = "otel"))]
         let own = parent.child();
         span.record("trace_id", format!("{:032x}", own.trace_id));
         span.record("span_id", format!("{:016x}", own.span_id));

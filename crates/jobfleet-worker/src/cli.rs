@@ -137,6 +137,8 @@ pub fn main(registry: Registry) -> ! {
         .build()
         .expect("start the tokio runtime");
     let result = runtime.block_on(serve(args, registry));
+    #[cfg(feature = "otel")]
+    crate::otel::shutdown();
     // Blocking task threads that overran their timeout cannot be joined;
     // exit without waiting for them.
     match result {
@@ -296,15 +298,19 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
         })?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    use tracing_subscriber::prelude::*;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let logging = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    let logging = logging.with(crate::otel::layer()?);
+    logging.init();
     Ok(())
 }
 

@@ -44,6 +44,8 @@ pub mod cli;
 mod heartbeat;
 mod listener;
 pub mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 mod outage;
 mod promote;
 mod recover;
