@@ -2,12 +2,13 @@
 # The whole check: formatting, lints, and every test (unit, Redis-backed
 # integration, end-to-end with the real binaries, the dashboard in headless
 # Chromium), then the core lifecycle tests and the CLI tests once more on a Redis
-# Cluster, the Python client's tests against real workers, the
+# Cluster, the Python and Node clients' tests against real workers, the
 # deployment kit's checks (systemd units, Prometheus rules, Grafana), the
 # libraries' docs, and `cargo package` of every published crate.
 # Installs what the tests need when it is missing: redis-server, chromium and
 # openssl (for the TLS test's certificate), from Debian's packages; the
-# client's dependencies from PyPI. Usage: scripts/test.sh
+# clients' dependencies from PyPI and the npm registry (Node.js 20 or later
+# must be on PATH). Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,11 +35,12 @@ cargo test --workspace --locked --features jobfleet-worker/otel --test otel
 echo "== the lifecycle and CLI tests again, on a Redis Cluster (3 primaries, 3 replicas)"
 # (--workspace, as above: the same features, so nothing is built again)
 JOBFLEET_TEST_TOPOLOGY=cluster cargo test --workspace --locked --test transitions --test failure_paths --test cli
-echo "== the Python client, against real workers"
+echo "== the Python and Node clients, against real workers"
 cargo build --workspace --locked --bins
 . scripts/lib.sh
 bins="$(target_dir)/debug"
 JOBFLEET_BIN_DIR="$bins" clients/python/run-tests.sh
+JOBFLEET_BIN_DIR="$bins" clients/node/run-tests.sh
 echo "== deploy/: systemd units, alert rules and their tests, the Grafana dashboard"
 JOBFLEET_BIN_DIR="$bins" scripts/check-deploy.sh
 echo "== library docs (warnings are errors)"
