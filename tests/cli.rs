@@ -960,3 +960,163 @@ fn a_key_ttl_and_a_traceparent_survive_a_sigkill_of_the_worker_running_the_job()
     assert_eq!(bad.code, 3);
     assert!(bad.stderr.contains("invalid traceparent"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_paused_queue_keeps_its_jobs_through_a_sigkill_of_the_worker_until_resumed() {
+    let mut fleet = Fleet::new();
+    let victim = fleet.start_worker(&[]);
+    let run = fleet.jobfleet(&["submit", "sleep", r#"{"ms": 5000}"#]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let long = run.stdout.trim().to_string();
+    fleet.until(Duration::from_secs(20), "the victim to run the job", |f| {
+        f.queue_stats("default")["active"].as_u64() == Some(1)
+    });
+    let pause = fleet.jobfleet(&["queue", "pause", "default"]);
+    assert_eq!(pause.code, 0, "{}", pause.stderr);
+    assert!(pause.stdout.contains("queue default paused"), "{}", pause.stdout);
+
+    // The running job's worker dies; its job is recovered into a queue
+    // that no worker may claim from.
+    fleet.workers[victim].signal("KILL");
+    fleet.workers[victim].wait_exit(Duration::from_secs(5));
+    fleet.start_worker(&[]);
+    fleet.until(Duration::from_secs(20), "the victim's job to be recovered", |f| {
+        f.queue_stats("default")["recovered"].as_u64() == Some(1)
+    });
+    let waited = fleet.jobfleet(&["submit", "echo", "{}", "--wait", "--wait-timeout", "1500ms"]);
+    assert_eq!(waited.code, 2, "a paused queue runs nothing: {}", waited.stderr);
+    let short = waited.stdout.trim().to_string();
+    for id in [&long, &short] {
+        assert_eq!(
+            fleet.jobfleet(&["status", id, "--json"]).json()["state"],
+            "pending",
+            "{id}"
+        );
+    }
+    let stats = fleet.queue_stats("default");
+    assert_eq!(
+        (&stats["paused"], &stats["pending"], &stats["active"]),
+        (&true.into(), &2.into(), &0.into())
+    );
+    let list = fleet.jobfleet(&["queue", "list"]);
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with("default") && l.contains("paused")),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        fleet
+            .jobfleet(&["stats"])
+            .stdout
+            .contains("queue default is paused")
+    );
+
+    let resume = fleet.jobfleet(&["queue", "resume", "default"]);
+    assert!(
+        resume.stdout.contains("queue default resumed"),
+        "{}",
+        resume.stdout
+    );
+    let wait = fleet.jobfleet(&["wait", &long, &short, "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}", wait.stderr);
+    assert_eq!(fleet.queue_stats("default")["paused"], false);
+}
+
+#[test]
+fn cancel_by_task_and_purge_count_first_ask_without_yes_and_survive_a_sigkill() {
+    let mut fleet = Fleet::new();
+    let victim = fleet.start_worker(&["--concurrency", "1"]);
+    let running = fleet.jobfleet(&["submit", "sleep", r#"{"ms": 10000}"#, "--key", "long-one"]);
+    assert_eq!(running.code, 0, "{}", running.stderr);
+    fleet.until(Duration::from_secs(20), "the worker to run the long job", |f| {
+        f.queue_stats("default")["active"].as_u64() == Some(1)
+    });
+    let sleeps = fleet.submit_lines("sleep", &lines(3, |_| r#"{"ms": 1}"#.into()), &[]);
+    let echoes = fleet.submit_lines("echo", &lines(2, |i| format!("{{\"n\": {i}}}")), &[]);
+    let later = fleet.jobfleet(&["submit", "sleep", "{}", "--delay", "1h"]);
+    assert_eq!(later.code, 0, "{}", later.stderr);
+
+    let browse = fleet.jobfleet(&[
+        "jobs", "default", "--state", "pending", "--task", "sleep", "--json",
+    ]);
+    let listed: Vec<String> = browse
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, sleeps, "pending sleeps, in the order they will run");
+    let table = fleet.jobfleet(&["jobs", "default", "--state", "active"]);
+    assert!(table.stdout.contains("long-one"), "{}", table.stdout);
+
+    // Without a terminal and without --yes nothing is cancelled.
+    let refused = fleet.jobfleet(&["cancel", "--queue", "default", "--task", "sleep", "--running"]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("Cancel 5 jobs (3 pending, 1 scheduled, 1 running) of task sleep")
+            && refused.stderr.contains("pass --yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(fleet.queue_stats("default")["pending"], 5);
+
+    // The worker running the long job dies just before the cancel: the
+    // cancel still ends that job cancelled (not run again) once recovered.
+    fleet.workers[victim].signal("KILL");
+    fleet.workers[victim].wait_exit(Duration::from_secs(5));
+    let done = fleet.jobfleet(&["cancel", "-q", "default", "--task", "sleep", "--running", "--yes"]);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(
+        done.stdout
+            .contains("cancelled 5 jobs (3 pending, 1 scheduled, 1 running) of task sleep"),
+        "{}",
+        done.stdout
+    );
+    fleet.start_worker(&[]);
+    let ended = fleet.jobfleet(&["wait", "long-one", "--timeout", "30s"]);
+    assert_eq!(ended.code, 1, "cancelled, not completed: {}", ended.stderr);
+    assert_eq!(
+        fleet.jobfleet(&["status", "long-one", "--json"]).json()["state"],
+        "cancelled"
+    );
+    let mut args = vec!["wait", "--timeout", "30s"];
+    args.extend(echoes.iter().map(String::as_str));
+    let wait = fleet.jobfleet(&args);
+    assert_eq!(wait.code, 0, "the echoes were not touched: {}", wait.stderr);
+
+    // Purge: nothing to do now but say so; then a paused backlog goes.
+    assert!(
+        fleet
+            .jobfleet(&["queue", "purge", "default", "--yes"])
+            .stdout
+            .contains("nothing to purge")
+    );
+    fleet.jobfleet(&["queue", "pause", "default"]);
+    let backlog = fleet.submit_lines("echo", &lines(4, |i| format!("{{\"n\": {i}}}")), &[]);
+    let ask = fleet.jobfleet(&["queue", "purge", "default"]);
+    assert_eq!(ask.code, 3);
+    assert!(
+        ask.stderr.contains("Cancel the 4 waiting jobs of queue default"),
+        "{}",
+        ask.stderr
+    );
+    let purge = fleet.jobfleet(&["queue", "purge", "default", "-y"]);
+    assert!(
+        purge.stdout.contains("4 waiting jobs cancelled"),
+        "{}",
+        purge.stdout
+    );
+    for id in &backlog {
+        let job = fleet.jobfleet(&["status", id, "--json"]).json();
+        assert_eq!(
+            (&job["state"], &job["error"]),
+            (&"cancelled".into(), &"purged".into()),
+            "{job}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 mod util;
 
 use std::path::Path;
+use std::time::Duration;
 
 use image::{ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 use util::Fleet;
@@ -256,4 +257,68 @@ fn thumbnail_json_lists_the_files_each_photo_wrote() {
     let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(line["input"], photos.join("wide.jpg").display().to_string());
     assert!(line["id"].is_string());
+}
+
+#[test]
+fn a_worker_that_may_read_no_folder_leaves_thumbnails_to_one_that_may_through_a_sigkill() {
+    let mut fleet = Fleet::new();
+    let root = fleet.dir.path().canonicalize().unwrap();
+    let photos = root.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    photo(400, 300).save(photos.join("cat.jpg")).unwrap();
+    // An old-style fleet: a worker started without --allow-dir, which
+    // would have buried every thumbnail job.
+    let plain = fleet.start_worker(&[]);
+    let run = fleet.jobfleet(&[
+        "thumbnail",
+        photos.join("cat.jpg").to_str().unwrap(),
+        "--out",
+        root.join("thumbs").to_str().unwrap(),
+        "--size",
+        "100",
+        "--wait",
+        "--wait-timeout",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(run.code, 2, "nothing runs it yet: {}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("warning: no live worker runs task thumbnail on queue default"),
+        "{}",
+        run.stderr
+    );
+    fleet.until(Duration::from_secs(10), "the job to be parked", |f| {
+        f.queue_stats("default")["parked"]["thumbnail"] == 1
+    });
+    let stats = fleet.jobfleet(&["stats"]);
+    assert!(
+        stats
+            .stdout
+            .contains("warning: no live worker runs task thumbnail on queue default: 1 job waits for one"),
+        "{}",
+        stats.stdout
+    );
+    let job = &fleet.jobfleet(&["jobs", "default", "--json"]).json()[0];
+    assert_eq!(
+        (&job["task"], &job["attempts"]),
+        (&"thumbnail".into(), &0.into()),
+        "{job}"
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+
+    // The plain worker dies; one that may read the folder takes the job.
+    fleet.workers[plain].signal("KILL");
+    fleet.workers[plain].wait_exit(Duration::from_secs(5));
+    fleet.start_worker(&["--allow-dir", root.to_str().unwrap()]);
+    let wait = fleet.jobfleet(&["wait", &id, "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}", wait.stderr);
+    assert_eq!(dimensions(&root.join("thumbs/cat_100.jpg")), (100, 75));
+    assert!(
+        fleet
+            .jobfleet(&["stats"])
+            .stdout
+            .lines()
+            .all(|l| !l.starts_with("warning"))
+    );
 }

@@ -139,15 +139,19 @@ describe("submit and wait", () => {
     assert.equal((await client.status(permanent, { queue }))?.state, "dead");
   });
 
-  test("an unknown task ends dead with the worker's error text", async () => {
+  test("a task no worker runs is not claimed: it waits, parked for a worker that runs it", async () => {
     const queue = uniqueQueue("unknown");
     await env.worker(queue);
     const id = await client.submit("no-such-task", {}, { queue });
-    await assert.rejects(client.wait(id, { queue, timeout: 20_000 }), (e: unknown) => {
-      assert.ok(e instanceof JobFailedError);
-      assert.ok(e.job.error?.startsWith("unknown task 'no-such-task'"), e.job.error);
+    const parked = `jobfleet:{${queue}}:parked:no-such-task`;
+    await waitUntil(async () => (await env.redis.lrange(parked, 0, -1)).includes(id), "the job to be parked");
+    await assert.rejects(client.wait(id, { queue, timeout: 300 }), (e: unknown) => {
+      assert.ok(e instanceof WaitTimeoutError);
       return true;
     });
+    const job = await client.status(id, { queue });
+    assert.equal(job?.state, "pending");
+    assert.equal(job?.attempts, 0);
   });
 
   test("wait gives up with WaitTimeoutError, and the job is untouched", async () => {

@@ -88,8 +88,11 @@ enum Command {
     Wait(cmd::inspect::WaitArgs),
     /// Show a job: state, attempts, timings, worker, result or error.
     Status(cmd::inspect::StatusArgs),
-    /// Cancel jobs: waiting ones at once, running ones through their worker.
+    /// Cancel jobs by id, or by filter (--queue with --task or --all): waiting ones at once,
+    /// running ones through their worker.
     Cancel(cmd::inspect::CancelArgs),
+    /// Browse a queue's jobs by state: pending, scheduled, active or dead.
+    Jobs(cmd::jobs::Args),
     /// Print live events (completed, failed, dead, cancelled, recovered) until Ctrl-C.
     Events(cmd::events::Args),
     /// Show queue sizes and counters, and live workers.
@@ -202,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Status(args) => cmd::inspect::status(&target, args).await,
         Command::Cancel(args) => cmd::inspect::cancel(&target, args).await,
         Command::Events(args) => cmd::events::run(&target, args).await,
+        Command::Jobs(args) => cmd::jobs::run(&target, args).await,
         Command::Stats(args) => cmd::stats::stats(&target, args).await,
         Command::Workers(args) => cmd::stats::workers(&target, args).await,
         Command::Dead(args) => cmd::dead::run(&target, args).await,

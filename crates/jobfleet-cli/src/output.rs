@@ -141,6 +141,22 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Asks `question` on a terminal and reads y/N. Without a terminal on stdin
+/// and stderr nothing is asked: the answer is an error that says to pass
+/// `--yes`, so a script never blocks on a prompt nor proceeds by accident.
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !io::stdin().is_terminal() || !io::stderr().is_terminal() {
+        anyhow::bail!("{question} Not asking without a terminal: pass --yes to go ahead");
+    }
+    let mut stderr = io::stderr().lock();
+    write!(stderr, "{question} [y/N] ")?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,3 +191,4 @@ mod tests {
         );
     }
 }
+

@@ -132,6 +132,10 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// Queues it serves, in priority order.
     pub queues: Vec<String>,
+    /// The tasks it runs (it claims no other); empty from a worker that
+    /// does not say, which runs whatever it claims.
+    #[serde(default)]
+    pub tasks: Vec<String>,
     /// Its concurrency (slots).
     pub concurrency: u32,
     /// Jobs running now.
@@ -153,6 +157,59 @@ pub struct FleetStats {
     pub workers: Vec<WorkerInfo>,
     /// The Redis servers: which node is primary, the replicas' lag.
     pub redis: TopologyInfo,
+}
+
+/// Parked jobs of a task no live worker of their queue runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unserved {
+    /// The queue.
+    pub queue: String,
+    /// The task.
+    pub task: String,
+    /// How many of its jobs wait.
+    pub jobs: u64,
+}
+
+impl std::fmt::Display for Unserved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jobs = match self.jobs {
+            1 => "1 job waits".to_string(),
+            n => format!("{n} jobs wait"),
+        };
+        write!(
+            f,
+            "no live worker runs task {} on queue {}: {jobs} for one",
+            self.task, self.queue
+        )
+    }
+}
+
+impl FleetStats {
+    /// The parked tasks that no live worker serving their queue runs: their
+    /// jobs wait until such a worker starts.
+    pub fn unserved(&self) -> Vec<Unserved> {
+        let mut out = Vec::new();
+        for q in &self.queues {
+            for (task, &jobs) in &q.parked {
+                if jobs > 0 && !self.workers.iter().any(|w| w.runs(&q.name, task)) {
+                    out.push(Unserved {
+                        queue: q.name.clone(),
+                        task: task.clone(),
+                        jobs,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+impl WorkerInfo {
+    /// Whether this worker claims `task`'s jobs from `queue`.
+    pub fn runs(&self, queue: &str, task: &str) -> bool {
+        self.queues.iter().any(|q| q == queue)
+            && (self.tasks.is_empty() || self.tasks.iter().any(|t| t == task))
+    }
 }
 
 /// The Redis servers behind a client, as `stats` and the dashboard show them.
@@ -1051,6 +1108,7 @@ impl Client {
     /// returns the Redis time (ms).
     pub async fn publish_worker_info(&self, info: &WorkerInfo, ttl: Duration) -> Result<u64> {
         let queues = info.queues.join(",");
+        let tasks = serde_json::to_string(&info.tasks).unwrap_or_default();
         Ok(scripts::WORKER_INFO
             .on(self)
             .key(&self.global.workers)
@@ -1060,6 +1118,7 @@ impl Client {
             .arg(&[
                 ("host", info.host.as_str()),
                 ("queues", queues.as_str()),
+                ("tasks", tasks.as_str()),
                 ("pid", &info.pid.to_string()),
                 ("concurrency", &info.concurrency.to_string()),
                 ("active", &info.active.to_string()),
@@ -1095,12 +1154,18 @@ impl Client {
             .filter(|(_, f)| !f.is_empty())
             .map(|(id, f)| {
                 let num = |k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let list = |k: &str| -> Vec<String> {
+                    f.get(k)
+                        .map(|q| q.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+                        .unwrap_or_default()
+                };
                 WorkerInfo {
                     host: f.get("host").cloned().unwrap_or_default(),
                     pid: num("pid") as u32,
-                    queues: f
-                        .get("queues")
-                        .map(|q| q.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+                    queues: list("queues"),
+                    tasks: f
+                        .get("tasks")
+                        .and_then(|t| serde_json::from_str(t).ok())
                         .unwrap_or_default(),
                     concurrency: num("concurrency") as u32,
                     active: num("active") as u32,

@@ -54,6 +54,11 @@ pub enum Error {
     /// A task name that is empty or too long.
     #[error("invalid task name {0:?}: use 1 to 200 characters")]
     InvalidTaskName(String),
+    /// Jobs in a state no list or set holds, so they cannot be browsed.
+    #[error(
+        "{0} jobs are not indexed (only their records are kept): browse pending, scheduled, active or dead jobs, or read one by id"
+    )]
+    NotBrowsable(crate::JobState),
     /// No job with this id in any known queue.
     #[error("no job with id {0} (it may never have existed, or its record expired)")]
     JobNotFound(String),

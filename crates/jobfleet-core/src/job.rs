@@ -181,9 +181,7 @@ impl JobSpec {
     }
 
     pub(crate) fn validate(&self, max_payload_bytes: usize) -> Result<()> {
-        if self.task.is_empty() || self.task.len() > 200 {
-            return Err(Error::InvalidTaskName(self.task.clone()));
-        }
+        validate_task_name(&self.task)?;
         if let Some(id) = &self.id {
             validate_job_id(id)?;
         }
@@ -213,6 +211,14 @@ impl JobSpec {
         }
         Ok(())
     }
+}
+
+/// Checks a task name: 1 to 200 bytes.
+pub fn validate_task_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 200 {
+        return Err(Error::InvalidTaskName(name.to_string()));
+    }
+    Ok(())
 }
 
 /// Checks a caller-given job id: 1 to 200 bytes without ASCII whitespace

@@ -32,8 +32,12 @@ pub struct QueueKeys {
     pub job_prefix: String,
     /// Prefix of the per-worker processing LISTs: `<processing_prefix><worker>`.
     pub processing_prefix: String,
-    /// HASH of the queue's settings (`shards`); shard 0's only.
+    /// HASH of the shard's settings: `shards` (shard 0's only) and `paused`
+    /// (every shard's: when the queue was paused, Redis ms).
     pub meta: String,
+    /// SET of the tasks whose jobs are parked on this shard, each in the
+    /// LIST `<parked>:<task>`: jobs a worker that lacks the task passed on.
+    pub parked: String,
 }
 
 impl QueueKeys {
@@ -54,6 +58,7 @@ impl QueueKeys {
         };
         QueueKeys {
             meta: format!("{base}:meta"),
+            parked: format!("{base}:parked"),
             pending: format!("{base}:pending"),
             scheduled: format!("{base}:scheduled"),
             dead: format!("{base}:dead"),
@@ -70,6 +75,11 @@ impl QueueKeys {
     /// HASH holding one job (see [`crate::job`] for its fields).
     pub fn job(&self, id: &str) -> String {
         format!("{}{id}", self.job_prefix)
+    }
+
+    /// LIST of the parked ids of one task.
+    pub fn parked_list(&self, task: &str) -> String {
+        format!("{}:{task}", self.parked)
     }
 
     /// LIST of the ids one worker holds now.

@@ -47,16 +47,17 @@ pub mod worker_protocol;
 
 pub use client::{
     Client, ClusterNodeInfo, ConnectOptions, Feed, Finished, FleetStats, Policy, ReplicaInfo, Replication,
-    SUBSCRIPTION_BUFFER, Subscription, TopologyInfo, WaitReport, WorkerInfo,
+    SUBSCRIPTION_BUFFER, Subscription, TopologyInfo, Unserved, WaitReport, WorkerInfo,
 };
 pub use connection::{Conn, redact_url};
 pub use error::{ConnectTrouble, Error, Result};
 pub use event::{Event, EventKind};
 pub use job::{
     ClaimedJob, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RESULT_BYTES, DEFAULT_TIMEOUT,
-    Job, JobSpec, JobState, MAX_DELAY, new_job_id, validate_job_id, validate_queue_name,
+    Job, JobSpec, JobState, MAX_DELAY, new_job_id, validate_job_id, validate_queue_name, validate_task_name,
 };
 pub use keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
+pub use queue::admin::{Filter, Swept};
 pub use queue::{
     CancelOutcome, FailKind, FailOutcome, MAX_SHARDS, Queue, QueueStats, Recovered, Submitted, shard_of,
 };

@@ -1,6 +1,8 @@
 //! [`Queue`]: one queue's transitions, each a single Lua script call.
 
-use std::collections::HashMap;
+pub mod admin;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,6 +177,13 @@ pub struct QueueStats {
     /// How long the oldest pending job has been ready to run, in ms (0 when
     /// none is pending): the queue's latency.
     pub oldest_pending_ms: u64,
+    /// Paused: no worker claims from it (see [`Queue::pause`]).
+    pub paused: bool,
+    /// Pending jobs a worker passed on because it does not run their task,
+    /// by task (counted in `pending` too): they wait for a worker that
+    /// does (see [`FleetStats::unserved`](crate::FleetStats::unserved)).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub parked: BTreeMap<String, u64>,
     /// How many shards the queue has (in a shard's own stats: 1).
     pub shards: u32,
     /// Which shard these are (0 for a whole queue's).
@@ -767,6 +776,10 @@ impl Queue {
             // A worker serves every shard: counted once.
             total.workers = total.workers.max(s.workers);
             total.oldest_pending_ms = total.oldest_pending_ms.max(s.oldest_pending_ms);
+            total.paused |= s.paused;
+            for (task, n) in &s.parked {
+                *total.parked.entry(task.clone()).or_default() += n;
+            }
         }
         total.shards = shards.len() as u32;
         Ok(total)
@@ -786,6 +799,8 @@ impl Queue {
             .key(&self.keys.dead)
             .key(&self.keys.workers)
             .key(&self.keys.stats)
+            .key(&self.keys.meta)
+            .key(&self.keys.parked)
             .arg(&self.keys.processing_prefix)
             .arg(&self.keys.job_prefix)
             .invoke_async(&mut self.client.conn())
@@ -806,7 +821,12 @@ impl Queue {
         };
         while let (Some(field), Some(value)) = (fields.next(), fields.next()) {
             let value = value.parse().unwrap_or(0);
+            if let Some(task) = field.strip_prefix("parked:") {
+                stats.parked.insert(task.to_string(), value);
+                continue;
+            }
             match field.as_str() {
+                "paused" => stats.paused = true,
                 "completed" => stats.completed = value,
                 "failed" => stats.failed = value,
                 "retried" => stats.retried = value,
@@ -913,7 +933,7 @@ pub(crate) fn text(v: Value) -> String {
 
 /// The worker's side of a queue (see [`WorkerProtocol`](crate::worker_protocol::WorkerProtocol)).
 impl crate::worker_protocol::WorkerProtocol for Queue {
-    async fn claim(&self, worker: &str, n: usize) -> Result<Vec<ClaimedJob>> {
+    async fn claim_for(&self, worker: &str, n: usize, tasks: &[String]) -> Result<Vec<ClaimedJob>> {
         let policy = self.client.policy();
         let reply: Vec<Value> = scripts::CLAIM
             .on(&self.client)
@@ -922,6 +942,8 @@ impl crate::worker_protocol::WorkerProtocol for Queue {
             .key(&self.keys.workers)
             .key(&self.keys.stats)
             .key(&self.keys.dead)
+            .key(&self.keys.meta)
+            .key(&self.keys.parked)
             .arg(worker)
             .arg(n)
             .arg(&self.keys.job_prefix)
@@ -932,6 +954,8 @@ impl crate::worker_protocol::WorkerProtocol for Queue {
             .arg(policy.dead_retention.as_secs())
             .arg(policy.dead_max_count)
             .arg(policy.dead_retention.as_millis() as u64)
+            .arg(&self.keys.notify)
+            .arg(tasks)
             .invoke_async(&mut self.client.conn())
             .await?;
         let mut fields = reply.into_iter();

@@ -69,6 +69,7 @@ scripts! {
     RECOVER => "recover.lua",
     PROMOTE => "promote.lua",
     CANCEL => "cancel.lua",
+    CANCEL_WHERE => "cancel_where.lua",
     REQUEUE => "requeue.lua",
     RECONCILE => "reconcile.lua",
     DEAD_RETRY => "dead_retry.lua",

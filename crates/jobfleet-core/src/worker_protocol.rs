@@ -31,7 +31,20 @@ pub trait WorkerProtocol {
     /// Claims up to `n` jobs for `worker`, moving them from pending into its
     /// processing list. Fails with [`Error::WorkerRecovered`](crate::Error::WorkerRecovered) when the worker
     /// is no longer registered.
-    fn claim(&self, worker: &str, n: usize) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send;
+    fn claim(&self, worker: &str, n: usize) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send {
+        self.claim_for(worker, n, &[])
+    }
+
+    /// Claims like [`WorkerProtocol::claim`], but only jobs of `tasks` (all
+    /// tasks when empty): a pending job of another task is parked for a
+    /// worker that runs it, never claimed and failed here. A paused queue
+    /// gives nothing.
+    fn claim_for(
+        &self,
+        worker: &str,
+        n: usize,
+        tasks: &[String],
+    ) -> impl Future<Output = Result<Vec<ClaimedJob>>> + Send;
 
     /// Completes jobs `worker` holds, in one script call. `results` pairs
     /// each id with its result as JSON text. Returns, per job, whether the ack

@@ -650,3 +650,278 @@ async fn reconcile_hands_back_claimed_jobs_the_worker_never_received() {
         vec![true]
     );
 }
+
+fn tasks(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+fn ids_of(jobs: &[jobfleet_core::ClaimedJob]) -> Vec<&str> {
+    jobs.iter().map(|j| j.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_worker_claims_only_the_tasks_it_runs_and_parks_the_rest_for_one_that_does() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let specs = [
+        echo(1),
+        JobSpec::new("resize", &json!({})),
+        echo(2),
+        JobSpec::new("resize", &json!({})),
+    ];
+    let ids: Vec<String> = q
+        .submit_batch(&specs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    q.heartbeat("echoes", true).await.unwrap();
+    q.heartbeat("resizer", true).await.unwrap();
+
+    // A worker that runs echo only takes the echoes; the resizes wait,
+    // still pending, never attempted, counted per task.
+    let claimed = q.claim_for("echoes", 10, &tasks(&["echo"])).await.unwrap();
+    assert_eq!(ids_of(&claimed), [&ids[0], &ids[2]]);
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.pending, 2);
+    assert_eq!(stats.parked.get("resize"), Some(&2));
+    assert!(stats.oldest_pending_ms < 60_000);
+    let parked = q.status(&ids[1]).await.unwrap().unwrap();
+    assert_eq!((parked.state, parked.attempts), (JobState::Pending, 0));
+    assert!(
+        q.claim_for("echoes", 10, &tasks(&["echo"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let browse = q.jobs(JobState::Pending, Some("resize"), 10).await.unwrap();
+    assert_eq!(
+        browse.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [&ids[1], &ids[3]]
+    );
+
+    // A worker that runs it takes them in submit order, before new work.
+    let newer = q.submit(JobSpec::new("resize", &json!({}))).await.unwrap().id;
+    let claimed = q
+        .claim_for("resizer", 10, &tasks(&["echo", "resize"]))
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&claimed), [&ids[1], &ids[3], &newer]);
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.active), (0, 5));
+    assert!(stats.parked.is_empty(), "{:?}", stats.parked);
+
+    // A parked job cancelled while it waits is skipped, like a pending one.
+    let lonely = q.submit(JobSpec::new("resize", &json!({}))).await.unwrap().id;
+    assert!(
+        q.claim_for("echoes", 10, &tasks(&["echo"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(q.cancel(&lonely).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(q.stats().await.unwrap().pending, 0);
+    assert!(
+        q.claim_for("resizer", 10, &tasks(&["resize"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        q.status(&lonely).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn a_paused_queue_gives_no_job_on_any_shard_until_it_is_resumed() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    q.set_shards(3).await.unwrap();
+    let ids: Vec<String> = q
+        .submit_batch(&(0..12).map(echo).collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let shards = q.shards().await.unwrap();
+    for s in &shards {
+        s.heartbeat("w", true).await.unwrap();
+    }
+    assert!(q.pause().await.unwrap());
+    assert!(!q.pause().await.unwrap(), "already paused");
+    assert!(q.is_paused().await.unwrap());
+    for s in &shards {
+        assert!(s.claim("w", 100).await.unwrap().is_empty(), "shard {}", s.shard());
+    }
+    let stats = q.stats().await.unwrap();
+    assert!(stats.paused);
+    assert_eq!((stats.pending, stats.active), (12, 0));
+
+    let mut notify = client
+        .subscribe(shards.iter().map(|s| s.keys().notify.clone()).collect(), vec![])
+        .await
+        .unwrap();
+    assert!(q.resume().await.unwrap());
+    // Workers are woken (on every shard's channel).
+    let mut woken = 0;
+    while woken < shards.len() {
+        if let Some(Feed::Message { .. }) = notify.next().await {
+            woken += 1;
+        }
+    }
+    assert!(!q.resume().await.unwrap(), "not paused any more");
+    let mut claimed = Vec::new();
+    for s in &shards {
+        claimed.extend(s.claim("w", 100).await.unwrap().into_iter().map(|j| j.id));
+    }
+    claimed.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(claimed, all);
+    assert!(!q.stats().await.unwrap().paused);
+}
+
+#[tokio::test]
+async fn cancel_where_takes_one_tasks_waiting_jobs_and_purge_takes_every_waiting_job() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let report = |n| JobSpec::new("report", &json!({ "n": n }));
+    let ids: Vec<String> = q
+        .submit_batch(&[
+            report(1),
+            echo(1),
+            report(2),
+            report(3).delay(Duration::from_secs(3600)),
+            echo(2).delay(Duration::from_secs(3600)),
+            report(4),
+            echo(3),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    q.heartbeat("w", true).await.unwrap();
+    // report 1 runs; echo 1 and 3 are parked by a worker that runs only report.
+    let running = q.claim_for("w", 1, &tasks(&["report"])).await.unwrap();
+    assert_eq!(ids_of(&running), [&ids[0]]);
+    let mut events = client.events(&["default".to_string()]).await.unwrap();
+
+    let filter = jobfleet_core::Filter {
+        task: Some("report".into()),
+        running: false,
+    };
+    let counted = q.count_where(&filter).await.unwrap();
+    assert_eq!((counted.pending, counted.scheduled, counted.active), (2, 1, 0));
+    let with_running = jobfleet_core::Filter {
+        running: true,
+        ..filter.clone()
+    };
+    assert_eq!(q.count_where(&with_running).await.unwrap().active, 1);
+    assert_eq!(q.stats().await.unwrap().pending, 4, "counting changes nothing");
+
+    let done = q
+        .cancel_where(&filter, Some("not needed any more"))
+        .await
+        .unwrap();
+    assert_eq!(done.total(), 3);
+    for i in [2, 3, 5] {
+        let job = q.status(&ids[i]).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Cancelled, "job {i}");
+        assert_eq!(job.error.as_deref(), Some("not needed any more"));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        if let Some(Some(event)) = events.next_event().await {
+            assert_eq!(event.state, EventKind::Cancelled);
+            seen.push(event.id);
+        }
+    }
+    seen.sort();
+    let mut want = vec![ids[2].clone(), ids[3].clone(), ids[5].clone()];
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(
+        q.status(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Active,
+        "running: left alone"
+    );
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled, stats.cancelled), (2, 1, 3));
+
+    // Purge: every waiting job, parked and scheduled ones too; the running one finishes.
+    let purged = q.purge().await.unwrap();
+    assert_eq!((purged.pending, purged.scheduled, purged.active), (2, 1, 0));
+    for i in [1, 4, 6] {
+        let job = q.status(&ids[i]).await.unwrap().unwrap();
+        assert_eq!(
+            (job.state, job.error.as_deref()),
+            (JobState::Cancelled, Some("purged")),
+            "job {i}"
+        );
+    }
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled, stats.active), (0, 0, 1));
+    assert!(q.claim("w", 10).await.unwrap().is_empty());
+    assert_eq!(
+        q.ack("w", &[(ids[0].clone(), "null".into())]).await.unwrap(),
+        [true]
+    );
+    assert_eq!(q.purge().await.unwrap().total(), 0);
+}
+
+#[tokio::test]
+async fn jobs_are_browsed_by_state_in_the_order_that_matters() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let ids: Vec<String> = q
+        .submit_batch(&[
+            echo(1),
+            echo(2),
+            JobSpec::new("fail", &json!({})),
+            echo(3),
+            echo(4).delay(Duration::from_secs(7200)),
+            echo(5).delay(Duration::from_secs(3600)),
+        ])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let browse = |state, task: Option<&'static str>, limit| {
+        let q = q.clone();
+        async move {
+            q.jobs(state, task, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(browse(JobState::Pending, None, 10).await, ids[..4]);
+    assert_eq!(browse(JobState::Pending, None, 2).await, ids[..2]);
+    assert_eq!(
+        browse(JobState::Pending, Some("fail"), 10).await,
+        [ids[2].clone()]
+    );
+    assert_eq!(
+        browse(JobState::Scheduled, None, 10).await,
+        [ids[5].clone(), ids[4].clone()]
+    );
+
+    q.heartbeat("w", true).await.unwrap();
+    q.claim("w", 3).await.unwrap();
+    assert_eq!(browse(JobState::Active, None, 10).await.len(), 3);
+    assert_eq!(browse(JobState::Active, Some("fail"), 10).await, [ids[2].clone()]);
+    q.fail("w", &ids[2], "broken", FailKind::Permanent).await.unwrap();
+    assert_eq!(browse(JobState::Dead, None, 10).await, [ids[2].clone()]);
+    assert_eq!(browse(JobState::Pending, None, 10).await, [ids[3].clone()]);
+    assert!(matches!(
+        q.jobs(JobState::Completed, None, 10).await,
+        Err(Error::NotBrowsable(JobState::Completed))
+    ));
+}

@@ -50,21 +50,17 @@ pub(crate) fn register(registry: &mut Registry) {
 
 /// Registers `thumbnail`: the payload is a [`ThumbnailRequest`]; paths must
 /// resolve inside `dirs`; the work runs on the blocking pool. Corrupt or
-/// hostile input is a permanent error; only transient I/O is retried.
+/// hostile input is a permanent error; transient I/O is retried, and so is
+/// a path outside this worker's folders, which another worker of the fleet
+/// may allow (a worker with no folder does not run the task at all).
 pub(crate) fn register_thumbnail(registry: &mut Registry, dirs: AllowedDirs, limits: Limits) {
     registry.register_blocking("thumbnail", move |_, request: ThumbnailRequest| {
-        jobfleet_thumbnail::thumbnail(&request, &dirs, &limits).map_err(|e| {
-            let message = match &e {
-                jobfleet_thumbnail::ThumbnailError::OutsideAllowedDirs(_) if dirs.is_empty() => {
-                    format!("{e}; this worker allows no folder: start it with --allow-dir DIR")
-                }
-                _ => e.to_string(),
-            };
-            if e.is_permanent() {
-                TaskError::permanent(message)
-            } else {
-                TaskError::retry(message)
-            }
+        jobfleet_thumbnail::thumbnail(&request, &dirs, &limits).map_err(|e| match &e {
+            jobfleet_thumbnail::ThumbnailError::OutsideAllowedDirs(_) => TaskError::retry(format!(
+                "{e} of this worker (retried: another worker may allow it)"
+            )),
+            _ if e.is_permanent() => TaskError::permanent(e.to_string()),
+            _ => TaskError::retry(e.to_string()),
         })
     });
 }

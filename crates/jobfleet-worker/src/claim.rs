@@ -305,7 +305,10 @@ async fn claim(shared: &Shared, n: usize) -> jobfleet_core::Result<Claim> {
     };
     for q in claim_order(&shared.queues()) {
         let started = std::time::Instant::now();
-        match q.claim(&claim.worker, n - claim.jobs.len()).await {
+        match q
+            .claim_for(&claim.worker, n - claim.jobs.len(), &shared.tasks)
+            .await
+        {
             Ok(jobs) => claim.jobs.extend(jobs),
             Err(Error::WorkerRecovered(_)) => {
                 claim.recovered = true;

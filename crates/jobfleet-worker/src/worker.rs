@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     pub(crate) layout: tokio::sync::watch::Sender<u64>,
     pub(crate) config: Config,
     pub(crate) registry: Registry,
+    /// The registry's task names: the only tasks this worker claims.
+    pub(crate) tasks: Vec<String>,
     /// The worker's current id; replaced when the fleet declared it dead.
     identity: RwLock<String>,
     reregistering: tokio::sync::Mutex<()>,
@@ -238,6 +240,7 @@ impl Shared {
             host: self.host.clone(),
             pid: std::process::id(),
             queues: self.config.queues.clone(),
+            tasks: self.tasks.clone(),
             concurrency: self.config.concurrency as u32,
             active: self.running.lock().expect("poisoned").len() as u32,
             processed: self.processed.load(Ordering::Relaxed),
@@ -318,7 +321,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     check(&config)?;
-    if !registry.contains("thumbnail") {
+    // A worker with no folder to read could only fail thumbnails: it does
+    // not run the task, so their jobs wait for a worker that does.
+    if !registry.contains("thumbnail") && config.allow_dirs.is_empty() {
+        tracing::info!(
+            "no --allow-dir: this worker runs no thumbnail jobs (they wait for one that allows their folder)"
+        );
+    } else if !registry.contains("thumbnail") {
         let dirs = jobfleet_thumbnail::AllowedDirs::new(&config.allow_dirs)
             .map_err(|e| WorkerError::Config(format!("--allow-dir: {e}")))?;
         crate::builtin::register_thumbnail(&mut registry, dirs, config.thumbnail_limits);
@@ -351,6 +360,7 @@ pub async fn run(
         logical,
         queues: RwLock::new(Arc::new(queues)),
         layout: tokio::sync::watch::Sender::new(0),
+        tasks: registry.names(),
         registry,
         config,
         reregistering: tokio::sync::Mutex::new(()),

@@ -39,12 +39,22 @@ pub struct StatusArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct CancelArgs {
-    /// Job ids.
-    #[arg(required = true)]
+    /// Job ids (or a filter: --queue with --task).
+    #[arg(required_unless_present = "task", conflicts_with = "task")]
     ids: Vec<String>,
     /// The jobs' queue [default: look in every queue].
     #[arg(long, short = 'q')]
     queue: Option<String>,
+    /// Cancel every waiting job of this task in --queue (pending and scheduled), with a count
+    /// first and a question unless --yes.
+    #[arg(long, requires = "queue")]
+    task: Option<String>,
+    /// With --task: the running jobs of the task too (their workers are told to stop them).
+    #[arg(long, requires = "task")]
+    running: bool,
+    /// With --task: don't ask (needed without a terminal).
+    #[arg(long, short = 'y', requires = "task")]
+    yes: bool,
 }
 
 fn not_found(id: &str, queue: Option<&str>) -> String {
@@ -184,6 +194,34 @@ fn describe(job: &Job) -> String {
 
 pub async fn cancel(target: &Target, args: CancelArgs) -> anyhow::Result<Outcome> {
     let client = target.connect().await?;
+    if let (Some(task), Some(queue)) = (&args.task, &args.queue) {
+        let queue = client.queue(queue)?;
+        let filter = jobfleet_core::Filter {
+            task: Some(task.clone()),
+            running: args.running,
+        };
+        let found = queue.count_where(&filter).await?;
+        let what = describe_swept(&found);
+        if found.total() == 0 {
+            outln!("no unfinished {task} jobs to cancel in queue {}", queue.name())?;
+            return Ok(Outcome::Success);
+        }
+        let question = format!("Cancel {what} of task {task} in queue {}?", queue.name());
+        if !args.yes && !crate::output::confirm(&question)? {
+            outln!("nothing cancelled")?;
+            return Ok(Outcome::Success);
+        }
+        let done = queue.cancel_where(&filter, None).await?;
+        outln!(
+            "cancelled {} of task {task} in queue {}",
+            describe_swept(&done),
+            queue.name()
+        )?;
+        if done.active > 0 {
+            outln!("the running ones end cancelled once their workers stop them")?;
+        }
+        return Ok(Outcome::Success);
+    }
     for (queue, id) in locate(&client, &args.ids, args.queue.as_deref()).await? {
         match client.queue(&queue)?.cancel(&id).await? {
             CancelOutcome::Cancelled => outln!("{id} cancelled")?,
@@ -195,4 +233,16 @@ pub async fn cancel(target: &Target, args: CancelArgs) -> anyhow::Result<Outcome
         }
     }
     Ok(Outcome::Success)
+}
+
+/// "3 jobs (2 pending, 1 scheduled, ...)".
+fn describe_swept(swept: &jobfleet_core::Swept) -> String {
+    let mut parts = vec![
+        format!("{} pending", swept.pending),
+        format!("{} scheduled", swept.scheduled),
+    ];
+    if swept.active > 0 {
+        parts.push(format!("{} running", swept.active));
+    }
+    format!("{} jobs ({})", swept.total(), parts.join(", "))
 }

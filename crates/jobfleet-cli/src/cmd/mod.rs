@@ -5,6 +5,7 @@ pub mod dashboard;
 pub mod dead;
 pub mod events;
 pub mod inspect;
+pub mod jobs;
 pub mod protocol;
 pub mod queue;
 pub mod stats;

@@ -1,4 +1,5 @@
-//! `jobfleet queue create|show|forget`: commands about whole queues.
+//! `jobfleet queue list|create|show|pause|resume|purge|forget`: commands
+//! about whole queues.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use clap::Subcommand;
 
 use crate::Outcome;
 use crate::connect::Target;
-use crate::output::outln;
+use crate::output::{confirm, duration_ms, outln, table};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,6 +17,12 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Action {
+    /// List the known queues with their sizes, latency and whether they are paused.
+    List {
+        /// JSON: one stats object per queue.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a queue, or raise its shard count. A queue of N shards spreads its jobs over N
     /// hash slots (on a Redis Cluster: over the nodes); producers and workers pick the count
     /// up by themselves within seconds. The count can only grow.
@@ -34,6 +41,27 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Pause a queue fleet-wide, at once: no worker claims its jobs until it is resumed (running
+    /// jobs finish; submits still land).
+    Pause {
+        /// The queue.
+        name: String,
+    },
+    /// Resume a paused queue; its workers wake at once.
+    Resume {
+        /// The queue.
+        name: String,
+    },
+    /// Cancel every waiting job of a queue (pending and scheduled; running jobs finish). The
+    /// jobs end `cancelled` with the error `purged`, so waiters see them end. Asks first
+    /// unless --yes.
+    Purge {
+        /// The queue.
+        name: String,
+        /// Don't ask (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Forget a queue that is empty and no worker serves: its counters go, and it leaves `stats`.
     /// Refused (exit 3) while it holds any job or a live worker serves it.
     Forget {
@@ -47,6 +75,103 @@ enum Action {
 
 pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
     match args.action {
+        Action::List { json } => {
+            let client = target.connect().await?;
+            let stats = client.stats(&[]).await?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&stats.queues)?)?;
+            } else if stats.queues.is_empty() {
+                outln!("no queues yet: submit a job (jobfleet submit TASK) or start a worker")?;
+            } else {
+                let rows: Vec<Vec<String>> = stats
+                    .queues
+                    .iter()
+                    .map(|q| {
+                        vec![
+                            q.name.clone(),
+                            if q.paused { "paused" } else { "running" }.into(),
+                            q.pending.to_string(),
+                            q.scheduled.to_string(),
+                            q.active.to_string(),
+                            q.dead.to_string(),
+                            q.workers.to_string(),
+                            if q.pending > 0 {
+                                duration_ms(q.oldest_pending_ms)
+                            } else {
+                                "-".into()
+                            },
+                        ]
+                    })
+                    .collect();
+                crate::output::out!(
+                    "{}",
+                    table(
+                        &[
+                            "QUEUE",
+                            "STATE",
+                            "PENDING",
+                            "SCHEDULED",
+                            "ACTIVE",
+                            "DEAD",
+                            "WORKERS",
+                            "OLDEST"
+                        ],
+                        &rows
+                    )
+                )?;
+                for unserved in stats.unserved() {
+                    eprintln!("warning: {unserved}");
+                }
+            }
+        }
+        Action::Pause { name } => {
+            jobfleet_core::validate_queue_name(&name)?;
+            let client = target.connect().await?;
+            if client.queue(&name)?.pause().await? {
+                outln!(
+                    "queue {name} paused: no worker claims its jobs until `jobfleet queue resume {name}`"
+                )?;
+            } else {
+                outln!("queue {name} was already paused")?;
+            }
+        }
+        Action::Resume { name } => {
+            jobfleet_core::validate_queue_name(&name)?;
+            let client = target.connect().await?;
+            if client.queue(&name)?.resume().await? {
+                outln!("queue {name} resumed")?;
+            } else {
+                outln!("queue {name} was not paused")?;
+            }
+        }
+        Action::Purge { name, yes } => {
+            jobfleet_core::validate_queue_name(&name)?;
+            let client = target.connect().await?;
+            let queue = client.queue(&name)?;
+            let waiting = queue.count_where(&jobfleet_core::Filter::default()).await?;
+            if waiting.total() == 0 {
+                outln!("queue {name} has no waiting jobs; nothing to purge")?;
+                return Ok(Outcome::Success);
+            }
+            if !yes
+                && !confirm(&format!(
+                    "Cancel the {} waiting jobs of queue {name} ({} pending, {} scheduled)?",
+                    waiting.total(),
+                    waiting.pending,
+                    waiting.scheduled
+                ))?
+            {
+                outln!("nothing purged")?;
+                return Ok(Outcome::Success);
+            }
+            let done = queue.purge().await?;
+            outln!(
+                "purged queue {name}: {} waiting jobs cancelled ({} pending, {} scheduled)",
+                done.total(),
+                done.pending,
+                done.scheduled
+            )?;
+        }
         Action::Create { name, shards } => {
             jobfleet_core::validate_queue_name(&name)?;
             let client = target.connect().await?;
@@ -69,7 +194,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
             if json {
                 outln!("{}", serde_json::to_string_pretty(&stats)?)?;
             } else {
-                outln!("queue {name}")?;
+                outln!("queue {name}{}", if stats.paused { " (paused)" } else { "" })?;
                 outln!("  shards     {}", stats.shards)?;
                 outln!("  pending    {}", stats.pending)?;
                 outln!("  scheduled  {}", stats.scheduled)?;
@@ -77,6 +202,12 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                 outln!("  dead       {}", stats.dead)?;
                 outln!("  completed  {}", stats.completed)?;
                 outln!("  workers    {}", stats.workers)?;
+                if stats.pending > 0 {
+                    outln!("  oldest     {}", duration_ms(stats.oldest_pending_ms))?;
+                }
+                for (task, n) in &stats.parked {
+                    outln!("  waiting for a worker that runs {task}: {n}")?;
+                }
                 if stats.shards > 1 {
                     for s in &stats.by_shard {
                         let at = s.node.as_ref().map(|n| format!(" on {n}")).unwrap_or_default();

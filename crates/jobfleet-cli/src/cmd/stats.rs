@@ -131,6 +131,15 @@ async fn render(client: &Client, stats: &FleetStats) -> String {
             &rows,
         )
     };
+    for q in stats.queues.iter().filter(|q| q.paused) {
+        out.push_str(&format!(
+            "queue {} is paused: no worker claims its jobs (jobfleet queue resume {})\n",
+            q.name, q.name
+        ));
+    }
+    for unserved in stats.unserved() {
+        out.push_str(&format!("warning: {unserved}\n"));
+    }
     out.push('\n');
     out.push_str(&render_workers(&stats.workers, redis_now(client).await));
     out.push('\n');

@@ -132,6 +132,7 @@ pub async fn run(target: &Target, mut args: Args) -> anyhow::Result<Outcome> {
                 labels: None,
                 wait_timeout: args.wait_timeout,
                 print_result: !args.stdin && jobs.len() == 1,
+                task: &args.task,
             };
             track::wait(&client, events, &jobs, started, report).await
         }

@@ -137,6 +137,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                 labels: Some(&labels),
                 wait_timeout: args.wait_timeout,
                 print_result: false,
+                task: "thumbnail",
             };
             track::wait(&client, events, &jobs, started, report).await
         }

@@ -25,17 +25,25 @@ pub struct Report<'a> {
     pub wait_timeout: Option<Duration>,
     /// Print a completed job's result on stdout (one job, no --json).
     pub print_result: bool,
+    /// The jobs' task.
+    pub task: &'a str,
 }
 
-/// Warns at once when no live worker serves `queue`: the jobs would wait
-/// until one starts.
-async fn warn_if_unserved(client: &Client, queue: &str) {
-    if let Ok(workers) = client.workers().await
-        && !workers.iter().any(|w| w.queues.iter().any(|q| q == queue))
-    {
+/// Warns at once when no live worker serves `queue`, or none of those
+/// that do runs `task`: the jobs would wait until one starts.
+async fn warn_if_unserved(client: &Client, queue: &str, task: &str) {
+    let Ok(workers) = client.workers().await else {
+        return;
+    };
+    if !workers.iter().any(|w| w.queues.iter().any(|q| q == queue)) {
         eprintln!(
             "warning: no live worker serves queue {queue}: the jobs wait until one starts \
              (jobfleet-worker --queue {queue})"
+        );
+    } else if !workers.iter().any(|w| w.runs(queue, task)) {
+        eprintln!(
+            "warning: no live worker runs task {task} on queue {queue}: the jobs wait until one \
+             that does starts (the workers of the queue run other tasks)"
         );
     }
 }
@@ -120,7 +128,7 @@ pub async fn wait(
     // reader that saw the warning below knows an interrupt is handled.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     if let Some((queue, _)) = jobs.first() {
-        warn_if_unserved(client, queue).await;
+        warn_if_unserved(client, queue, report.task).await;
     }
     let total = jobs.len() as u64;
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());

@@ -2,18 +2,22 @@
 --
 -- KEYS[1]  pending LIST       KEYS[2]  scheduled ZSET
 -- KEYS[3]  dead ZSET          KEYS[4]  workers ZSET
--- KEYS[5]  stats HASH
+-- KEYS[5]  stats HASH         KEYS[6]  meta HASH of this shard
+-- KEYS[7]  parked SET (tasks with a parked LIST `<KEYS[7]>:<task>`)
 -- ARGV[1]  processing list key prefix
 -- ARGV[2]  job key prefix
 --
--- "pending" is the pending list's length less the jobs cancelled in place
--- that no claim has skipped yet (the stats field `pending_cancelled`).
+-- "pending" is the length of the pending list and of the parked lists, less
+-- the jobs cancelled in place that no claim has skipped yet (the stats
+-- field `pending_cancelled`).
 -- "active" is the sum of the processing lists of the workers in the set.
 -- "oldest" is how long the job at the claim end of pending has been ready,
 -- in ms (since it was created, or since its run-at time for a delayed or
--- retried one): the queue's latency. 0 when pending is empty.
+-- retried one): the queue's latency, the oldest of the parked lists' heads
+-- included. 0 when nothing is pending.
 -- Returns {pending, scheduled, dead, active, workers, oldest, then the
--- stats HASH as field, value pairs}.
+-- stats HASH as field, value pairs, then `parked:<task>`, length pairs for
+-- each parked list, and `paused`, <when> if the queue is paused}.
 
 local active = 0
 local workers = redis.call('ZRANGE', KEYS[4], 0, -1)
@@ -22,14 +26,30 @@ for _, worker in ipairs(workers) do
 end
 local cancelled = tonumber(redis.call('HGET', KEYS[5], 'pending_cancelled')) or 0
 local oldest = 0
-local head = redis.call('LINDEX', KEYS[1], -1)
-if head and here(ARGV[2] .. head, ARGV[2]) then
-  local f = redis.call('HMGET', ARGV[2] .. head, 'created_ms', 'run_at_ms')
-  local ready = math.max(tonumber(f[1]) or 0, tonumber(f[2]) or 0)
-  if ready > 0 then oldest = since(now_ms(), ready) end
+local now = now_ms()
+local function look(list)
+  local head = redis.call('LINDEX', list, -1)
+  if head and here(ARGV[2] .. head, ARGV[2]) then
+    local f = redis.call('HMGET', ARGV[2] .. head, 'created_ms', 'run_at_ms')
+    local ready = math.max(tonumber(f[1]) or 0, tonumber(f[2]) or 0)
+    if ready > 0 then oldest = math.max(oldest, since(now, ready)) end
+  end
+end
+look(KEYS[1])
+local waiting = redis.call('LLEN', KEYS[1])
+local parked = {}
+for _, task in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  local list = KEYS[7] .. ':' .. task
+  local n = redis.call('LLEN', list)
+  if n > 0 then
+    look(list)
+    waiting = waiting + n
+    parked[#parked + 1] = 'parked:' .. task
+    parked[#parked + 1] = n
+  end
 end
 local out = {
-  math.max(0, redis.call('LLEN', KEYS[1]) - cancelled),
+  math.max(0, waiting - cancelled),
   redis.call('ZCARD', KEYS[2]),
   redis.call('ZCARD', KEYS[3]),
   active,
@@ -37,4 +57,10 @@ local out = {
   oldest,
 }
 for _, v in ipairs(redis.call('HGETALL', KEYS[5])) do out[#out + 1] = v end
+for _, v in ipairs(parked) do out[#out + 1] = v end
+local paused = redis.call('HGET', KEYS[6], 'paused')
+if paused then
+  out[#out + 1] = 'paused'
+  out[#out + 1] = paused
+end
 return out
