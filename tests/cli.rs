@@ -1120,3 +1120,45 @@ fn cancel_by_task_and_purge_count_first_ask_without_yes_and_survive_a_sigkill() 
         );
     }
 }
+
+#[test]
+fn a_tasks_progress_shows_in_status_and_wait_and_survives_a_sigkill() {
+    let mut fleet = Fleet::new();
+    let victim = fleet.start_worker(&[]);
+    let run = fleet.jobfleet(&["submit", "sleep", r#"{"ms": 4000, "steps": 8}"#, "--key", "steps"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    fleet.until(Duration::from_secs(20), "a progress report", |f| {
+        f.jobfleet(&["status", "steps", "--json"]).json()["progress"].as_f64() >= Some(0.25)
+    });
+    let status = fleet.jobfleet(&["status", "steps"]);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("progress:") && l.contains("% (step ")),
+        "{}",
+        status.stdout
+    );
+    fleet.workers[victim].signal("KILL");
+    fleet.workers[victim].wait_exit(Duration::from_secs(5));
+    fleet.start_worker(&[]);
+    // A second job waited on by `submit --wait`: progress lines without a
+    // terminal, then the result.
+    let waited = fleet.jobfleet(&["submit", "sleep", r#"{"ms": 2000, "steps": 2}"#, "--wait"]);
+    assert_eq!(waited.code, 0, "{}", waited.stderr);
+    let id = waited.stdout.lines().next().unwrap().to_string();
+    assert!(
+        waited.stderr.contains(&format!("{id}: 50% (step 1 of 2)")),
+        "{}",
+        waited.stderr
+    );
+    let wait = fleet.jobfleet(&["wait", "steps", "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}", wait.stderr);
+    let job = fleet.jobfleet(&["status", "steps", "--json"]).json();
+    assert_eq!(
+        (&job["progress"], &job["progress_message"]),
+        (&1.0.into(), &"step 8 of 8".into()),
+        "{job}"
+    );
+    assert_eq!(job["recoveries"], 1, "{job}");
+}

@@ -348,6 +348,104 @@ fn metrics_scrape_parses_and_has_the_queue_series() {
     assert!(scrape.body.contains("# TYPE jobfleet_queue_pending gauge"));
 }
 
+#[test]
+fn a_paused_queue_holds_new_and_recovered_jobs_until_it_is_resumed() {
+    let mut fleet = Fleet::new();
+    let dash = Dashboard::start(&fleet, &[]);
+    let first = fleet.start_worker(&[]);
+    let get = |path: &str| http(dash.port, "GET", path, &[], None);
+    let post = |path: &str| http(dash.port, "POST", path, &[("X-Jobfleet", "1")], None);
+    let listed = |state: &str| {
+        let jobs = get(&format!("/api/queues/default/jobs?state={state}"));
+        assert_eq!(jobs.status, 200, "{}", jobs.body);
+        let mut found: Vec<String> = jobs
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().into())
+            .collect();
+        found.sort();
+        found
+    };
+    let paused = || {
+        let stats = get("/api/stats").json();
+        let default = stats["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == "default")
+            .cloned();
+        default.map(|q| q["paused"].clone())
+    };
+    let paused_gauge = || {
+        let scrape = get("/metrics").body;
+        let series = scrape
+            .lines()
+            .find_map(|l| l.strip_prefix("jobfleet_queue_paused{queue=\"default\"} "));
+        series.map(String::from)
+    };
+
+    // Long enough to be running still when its worker is killed below.
+    let sleeper = ids(&fleet.jobfleet(&["submit", "sleep", r#"{"ms": 10000}"#]).stdout)
+        .pop()
+        .unwrap();
+    fleet.until(Duration::from_secs(10), "the sleep job to start", |_| {
+        get(&format!("/api/jobs/{sleeper}")).json()["state"] == "active"
+    });
+    let pause = post("/api/queues/default/pause");
+    assert_eq!(
+        (pause.status, pause.json()),
+        (200, json!({"paused": true, "changed": true}))
+    );
+    assert_eq!(
+        post("/api/queues/default/pause").json(),
+        json!({"paused": true, "changed": false})
+    );
+    assert_eq!(paused(), Some(json!(true)));
+
+    // A job submitted now waits; the running one runs on.
+    let echo = ids(&fleet.jobfleet(&["submit", "echo", r#"{"held": true}"#]).stdout)
+        .pop()
+        .unwrap();
+    assert_eq!(listed("pending"), vec![echo.clone()]);
+    assert_eq!(listed("active"), vec![sleeper.clone()]);
+
+    // Its worker dies; the job is handed back, and waits too.
+    fleet.workers[first].signal("KILL");
+    fleet.workers[first].wait_exit(Duration::from_secs(5));
+    fleet.start_worker(&[]);
+    fleet.until(Duration::from_secs(20), "the sleep job to be recovered", |f| {
+        f.queue_stats("default")["recovered"] == 1
+    });
+    assert_eq!(get(&format!("/api/jobs/{sleeper}")).json()["state"], "pending");
+    let mut both = vec![sleeper.clone(), echo.clone()];
+    both.sort();
+    assert_eq!(listed("pending"), both);
+    assert_eq!(paused_gauge().as_deref(), Some("1"));
+
+    // Only browsable states are.
+    let bogus = get("/api/queues/default/jobs?state=bogus");
+    assert_eq!(bogus.status, 400);
+    let error = bogus.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("pending, scheduled, active or dead"), "{error}");
+    assert_eq!(get("/api/queues/default/jobs?state=completed").status, 400);
+
+    let resume = post("/api/queues/default/resume");
+    assert_eq!(
+        (resume.status, resume.json()),
+        (200, json!({"paused": false, "changed": true}))
+    );
+    assert_eq!(
+        post("/api/queues/default/resume").json(),
+        json!({"paused": false, "changed": false})
+    );
+    assert_eq!(paused(), Some(json!(false)));
+    let wait = fleet.jobfleet(&["wait", &sleeper, &echo, "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}{}", wait.stdout, wait.stderr);
+    assert_eq!(paused_gauge().as_deref(), Some("0"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_updates_live_and_retries_a_dead_job_in_a_real_browser() {
     let mut fleet = Fleet::new();
@@ -403,6 +501,9 @@ async fn the_page_updates_live_and_retries_a_dead_job_in_a_real_browser() {
     )
     .await;
     assert_eq!(markup, json!([1, 0]), "the error became no element");
+    // The job shown has a URL of its own.
+    let hash: String = eval(page, "location.hash").await;
+    assert_eq!(hash, format!("#job=letters/{dead_id}"));
 
     // Retry it from the page: with no worker left on its queue, it waits.
     click(page, &format!("{dead_row} button.retry")).await;
@@ -420,6 +521,8 @@ async fn the_page_updates_live_and_retries_a_dead_job_in_a_real_browser() {
         "1",
     )
     .await;
+    // The jobs of the selected queue, pending ones first, list it too.
+    wait_for(page, &format!(r#"#jobs tr[data-id="{dead_id}"]"#)).await;
 
     // And cancel it from its detail.
     click(page, &format!(r#"#feed li[data-id="{dead_id}"] button.id"#)).await;
@@ -434,6 +537,51 @@ async fn the_page_updates_live_and_retries_a_dead_job_in_a_real_browser() {
         "1",
     )
     .await;
+
+    // Pause a queue from its row: it is marked, and the click selects no queue.
+    let default_row = r#"#queues tr[data-queue="default"]"#;
+    click(page, &format!("{default_row} button.pause")).await;
+    wait_for(page, &format!("{default_row} .badge.paused")).await;
+    let chosen: String = eval(
+        page,
+        "document.querySelector('#queues tr.selected').dataset.queue",
+    )
+    .await;
+    assert_eq!(chosen, "letters", "the button's click is not the row's");
+    let queues = fleet.jobfleet(&["queue", "list", "--json"]).json();
+    let default = queues.as_array().unwrap().iter().find(|q| q["name"] == "default");
+    assert_eq!(default.map(|q| &q["paused"]), Some(&json!(true)), "{queues}");
+
+    // A job submitted meanwhile waits, its age shows, and its URL opens it.
+    let held = ids(&fleet.jobfleet(&["submit", "echo", "{}"]).stdout)
+        .pop()
+        .unwrap();
+    until_js(
+        page,
+        &format!(r#"document.querySelector('{default_row} td[data-col="oldest"]').textContent !== '–'"#),
+        "the age of the oldest pending job",
+    )
+    .await;
+    let _: Value = eval(page, &format!("location.hash = '#job=default/{held}'")).await;
+    wait_text(page, "#job dd.mono", &held).await;
+    wait_text(page, "#job .badge", "pending").await;
+
+    // Resumed from the same button, the queue runs it.
+    click(page, &format!("{default_row} button.pause")).await;
+    until_js(
+        page,
+        &format!("!document.querySelector('{default_row} .badge.paused')"),
+        "the paused badge to go",
+    )
+    .await;
+    wait_text(page, "#job .badge", "completed").await;
+
+    // A dead job is retried from its own page.
+    let doomed_twice = fail_with_xss(&fleet, "default");
+    let _: Value = eval(page, &format!("location.hash = '#job=default/{doomed_twice}'")).await;
+    wait_for(page, "#job-retry").await;
+    click(page, "#job-retry").await;
+    wait_text(page, "#job-note", "Retried: pending again.").await;
 
     let shot = target_dir().join("dashboard-screenshot.png");
     let params = ScreenshotParams::builder()

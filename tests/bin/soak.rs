@@ -168,7 +168,7 @@ async fn main() {
                                     l.recovery.push(at.elapsed());
                                 }
                             }
-                            EventKind::Failed => {}
+                            EventKind::Failed | EventKind::Progress => {}
                         }
                     }
                 }

@@ -115,6 +115,15 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
+/// A progress report as text: "40% (resizing)".
+pub fn percent(fraction: f64, message: Option<&str>) -> String {
+    let pct = format!("{:.0}%", fraction * 100.0);
+    match message.filter(|m| !m.is_empty()) {
+        Some(m) => format!("{pct} ({m})"),
+        None => pct,
+    }
+}
+
 /// Renders rows as a left-aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -191,4 +200,3 @@ mod tests {
         );
     }
 }
-

@@ -1098,6 +1098,8 @@ impl Client {
                     result: result.and_then(|r| serde_json::from_str(&r).ok()),
                     error,
                     run_at_ms: None,
+                    progress: None,
+                    message: None,
                 });
             }
         }

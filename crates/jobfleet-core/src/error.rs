@@ -54,6 +54,9 @@ pub enum Error {
     /// A task name that is empty or too long.
     #[error("invalid task name {0:?}: use 1 to 200 characters")]
     InvalidTaskName(String),
+    /// A progress fraction outside 0 to 1 (or not a number).
+    #[error("progress {0} is not a fraction from 0 to 1")]
+    InvalidProgress(f64),
     /// Jobs in a state no list or set holds, so they cannot be browsed.
     #[error(
         "{0} jobs are not indexed (only their records are kept): browse pending, scheduled, active or dead jobs, or read one by id"

@@ -17,6 +17,8 @@ pub enum EventKind {
     Cancelled,
     /// Its worker died; the job went back to pending.
     Recovered,
+    /// The running task reported how far it has come (`progress`, `message`).
+    Progress,
 }
 
 impl EventKind {
@@ -68,6 +70,12 @@ pub struct Event {
         skip_serializing_if = "Option::is_none"
     )]
     pub run_at_ms: Option<u64>,
+    /// The fraction done, 0 to 1 (progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// What the task is doing ('' when it said nothing; progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Numbers in events are read leniently: an event is a hint that a waiter

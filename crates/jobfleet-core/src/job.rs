@@ -306,6 +306,12 @@ pub struct Job {
     /// The W3C trace context given at submit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// How far the latest attempt came, 0 to 1, as its task reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// What the task said with its latest progress report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_message: Option<String>,
 }
 
 impl Job {
@@ -335,6 +341,8 @@ impl Job {
             recoveries: num(&f, "recoveries").unwrap_or(0) as u32,
             key_ttl_s: num(&f, "key_ttl_s"),
             traceparent: f.remove("traceparent"),
+            progress: f.get("progress").and_then(|p| p.parse().ok()),
+            progress_message: f.remove("progress_msg"),
             task: f.remove("task").unwrap_or_default(),
             payload: json(f.remove("payload")).unwrap_or(serde_json::Value::Null),
             worker: f.remove("worker").filter(|w| !w.is_empty()),

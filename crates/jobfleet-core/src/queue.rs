@@ -1001,6 +1001,28 @@ impl crate::worker_protocol::WorkerProtocol for Queue {
         Ok(applied.into_iter().map(|a| a == 1).collect())
     }
 
+    async fn progress(&self, worker: &str, id: &str, fraction: f64, message: &str) -> Result<bool> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(Error::InvalidProgress(fraction));
+        }
+        let recorded: i64 = scripts::PROGRESS
+            .on(&self.client)
+            .key(self.keys.job(id))
+            .arg(worker)
+            .arg(
+                format!("{fraction:.4}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.'),
+            )
+            .arg(message)
+            .arg(&self.keys.events)
+            .arg(&*self.name)
+            .arg(id)
+            .invoke_async(&mut self.client.conn())
+            .await?;
+        Ok(recorded == 1)
+    }
+
     async fn fail(&self, worker: &str, id: &str, error: &str, kind: FailKind) -> Result<FailOutcome> {
         let policy = self.client.policy();
         let jitter: f64 = rand::random::<f64>() * policy.backoff_jitter;

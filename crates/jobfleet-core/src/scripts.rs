@@ -70,6 +70,7 @@ scripts! {
     PROMOTE => "promote.lua",
     CANCEL => "cancel.lua",
     CANCEL_WHERE => "cancel_where.lua",
+    PROGRESS => "progress.lua",
     REQUEUE => "requeue.lua",
     RECONCILE => "reconcile.lua",
     DEAD_RETRY => "dead_retry.lua",

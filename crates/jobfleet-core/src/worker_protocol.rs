@@ -55,6 +55,17 @@ pub trait WorkerProtocol {
         results: &[(String, String)],
     ) -> impl Future<Output = Result<Vec<bool>>> + Send;
 
+    /// Records how far a job `worker` runs has come (`fraction` from 0 to 1,
+    /// and what it is doing) and publishes a `progress` event. Returns false
+    /// when refused: the job is no longer this worker's to report on.
+    fn progress(
+        &self,
+        worker: &str,
+        id: &str,
+        fraction: f64,
+        message: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// Records a failed attempt of a job `worker` holds.
     fn fail(
         &self,

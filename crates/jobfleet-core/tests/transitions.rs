@@ -925,3 +925,45 @@ async fn jobs_are_browsed_by_state_in_the_order_that_matters() {
         Err(Error::NotBrowsable(JobState::Completed))
     ));
 }
+
+#[tokio::test]
+async fn progress_is_recorded_and_published_only_for_the_worker_holding_the_job() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let id = q.submit(echo(1)).await.unwrap().id;
+    q.heartbeat("w1", true).await.unwrap();
+    assert!(!q.progress("w1", &id, 0.1, "not yet claimed").await.unwrap());
+    q.claim("w1", 1).await.unwrap();
+    let mut events = client.events(&["default".to_string()]).await.unwrap();
+
+    assert!(q.progress("w1", &id, 0.25, "resizing").await.unwrap());
+    let event = loop {
+        if let Some(Some(event)) = events.next_event().await {
+            break event;
+        }
+    };
+    assert_eq!(event.state, EventKind::Progress);
+    assert_eq!(
+        (event.progress, event.message.as_deref()),
+        (Some(0.25), Some("resizing"))
+    );
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.progress, job.progress_message.as_deref()),
+        (Some(0.25), Some("resizing"))
+    );
+    assert!(q.progress("w1", &id, 0.5, "").await.unwrap());
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((job.progress, job.progress_message), (Some(0.5), None));
+    assert!(matches!(
+        q.progress("w1", &id, 1.5, "").await,
+        Err(Error::InvalidProgress(_))
+    ));
+    assert!(!q.progress("w2", &id, 0.9, "not mine").await.unwrap());
+
+    // Declared dead: its reports are refused, and the job keeps the last one.
+    assert_eq!(q.recover(Duration::ZERO).await.unwrap().requeued, 1);
+    assert!(!q.progress("w1", &id, 0.75, "too late").await.unwrap());
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.progress), (JobState::Pending, Some(0.5)));
+}

@@ -9,13 +9,21 @@
   const token = new URLSearchParams(location.search).get('token');
   const HISTORY = 300;
   const FEED_MAX = 200;
+  const JOBS_LIMIT = 100;
+  // The least time between re-reads of the job list as the queue's counts
+  // change, so a busy queue costs a browse every few seconds, not every one.
+  const JOBS_EVERY = 3000;
 
   let stats = null; // the latest `stats` message
   let history = []; // throughput points, oldest first
   let feed = []; // events, newest first
   let paused = false;
-  let deadQueue = null; // the queue whose dead letters are listed
-  let deadSeen = null; // its dead count when the list was last read
+  let selected = null; // the queue whose jobs and dead letters are listed
+  let deadSeen = null; // its dead count when the dead letters were last read
+  let jobsSeen = null; // its count in the browsed state when the jobs were last read
+  let jobsRead = 0; // when they were last read (this host's clock)
+  let jobsAsked = 0; // counts the reads, so only the latest one is shown
+  let browsed = null; // {queue, state, task, jobs, error} of the jobs listed
   let job = null; // {id, queue, note} of the job shown in detail
   let frame = 0;
 
@@ -68,6 +76,12 @@
     if (!stats || !stats.now_ms || !t) return '–';
     const d = Math.max(0, stats.now_ms - t);
     return d < 60000 ? (d / 1000).toFixed(1) + ' s ago' : Math.round(d / 60000) + ' min ago';
+  }
+
+  // How long from Redis time `t` to now, or from now to `t` when it is to come.
+  function span(t) {
+    if (!stats || !stats.now_ms || !t) return '–';
+    return ms(Math.abs(stats.now_ms - t));
   }
 
   const badge = (state) => h('span', { class: 'badge ' + state }, state);
@@ -149,13 +163,15 @@
     renderQueues();
     renderWorkers();
     renderLatency();
-    syncDeadQueue();
+    syncQueues();
+    renderJobs();
     schedule();
   }
 
   function onEvents(events) {
     for (const event of events) {
-      feed.unshift(event);
+      // Progress reports update the job shown, not the feed.
+      if (event.state !== 'progress') feed.unshift(event);
       if (job && event.id === job.id) showJob(job.id, job.queue, true);
     }
     if (feed.length > FEED_MAX) feed.length = FEED_MAX;
@@ -206,15 +222,43 @@
         const cls = value === 0 ? 'zero' : col === 'dead' ? 'hot' : null;
         return h('td', { 'data-col': col, class: cls }, num(value));
       });
-      const row = h('tr', { 'data-queue': q.name, class: q.name === deadQueue ? 'selected' : null },
-        h('td', { class: 'text' }, q.name), ...cells);
+      // The queue's latency: how long its oldest pending job has waited.
+      const oldest = h('td', { 'data-col': 'oldest', class: q.pending ? null : 'zero' },
+        ms(q.pending ? q.oldest_pending_ms : null));
+      const toggle = h('button', {
+        type: 'button',
+        class: 'pause',
+        onclick: (e) => {
+          e.stopPropagation(); // not also a click on the row
+          setPaused(q.name, !q.paused);
+        },
+      }, q.paused ? 'Resume' : 'Pause');
+      const row = h('tr', { 'data-queue': q.name, class: q.name === selected ? 'selected' : null },
+        h('td', { class: 'text' }, q.name, q.paused ? badge('paused') : null), ...cells, oldest, h('td', null, toggle));
       row.addEventListener('click', () => {
-        selectDeadQueue(q.name);
-        $('dead-card').scrollIntoView({ behavior: 'smooth', block: 'start' });
+        selectQueue(q.name);
+        $('jobs-card').scrollIntoView({ behavior: 'smooth', block: 'start' });
       });
       return row;
     });
     fill($('queues').tBodies[0], rows);
+    fill($('unserved'), (stats.unserved || []).map((u) =>
+      h('li', { 'data-queue': u.queue, 'data-task': u.task }, u.text)));
+  }
+
+  async function setPaused(queue, pause) {
+    const action = pause ? 'pause' : 'resume';
+    try {
+      const reply = await api('/api/queues/' + encodeURIComponent(queue) + '/' + action, 'POST');
+      const was = reply.paused ? ' was already paused.' : ' was not paused.';
+      note('Queue ' + queue + (reply.changed ? (reply.paused ? ' paused.' : ' resumed.') : was));
+      // Shown at once, not at the next stats message.
+      const q = stats.queues.find((q) => q.name === queue);
+      if (q) q.paused = reply.paused;
+      renderQueues();
+    } catch (err) {
+      note('Could not ' + action + ' ' + queue + ': ' + err.message);
+    }
   }
 
   function renderWorkers() {
@@ -318,37 +362,98 @@
     $('chart-max').textContent = history.length ? 'peak ' + rate(peak) + '/s' : 'waiting for data…';
   }
 
-  // ---- dead letters ----------------------------------------------------------
+  // ---- the selected queue ----------------------------------------------------
 
-  function syncDeadQueue() {
+  // The queue choosers of the jobs and the dead letters: both show `selected`.
+  const QUEUE_SELECTS = ['jobs-queue', 'dead-queue'];
+
+  function syncQueues() {
     const names = (stats.queues || []).map((q) => q.name);
-    const select = $('dead-queue');
-    const current = Array.from(select.options).map((o) => o.value);
-    if (current.join('\n') !== names.join('\n')) {
-      fill(select, names.map((n) => h('option', { value: n }, n)));
+    for (const id of QUEUE_SELECTS) {
+      const select = $(id);
+      const current = Array.from(select.options).map((o) => o.value);
+      if (current.join('\n') !== names.join('\n')) {
+        fill(select, names.map((n) => h('option', { value: n }, n)));
+      }
     }
-    if (!names.includes(deadQueue)) {
+    if (!names.includes(selected)) {
       // Start on the queue with the most dead jobs.
       const worst = (stats.queues || []).reduce((a, q) => (!a || q.dead > a.dead ? q : a), null);
-      if (worst) selectDeadQueue(worst.name);
+      if (worst) selectQueue(worst.name);
       return;
     }
-    select.value = deadQueue;
-    const q = stats.queues.find((q) => q.name === deadQueue);
-    if (q && q.dead !== deadSeen) loadDead();
+    for (const id of QUEUE_SELECTS) $(id).value = selected;
+    const q = stats.queues.find((q) => q.name === selected);
+    if (q.dead !== deadSeen) loadDead();
+    if (q[$('jobs-state').value] !== jobsSeen && Date.now() - jobsRead >= JOBS_EVERY) loadJobs();
   }
 
-  function selectDeadQueue(name) {
-    deadQueue = name;
-    $('dead-queue').value = name;
+  function selectQueue(name) {
+    selected = name;
+    for (const id of QUEUE_SELECTS) $(id).value = name;
     for (const row of $('queues').tBodies[0].rows) {
       row.classList.toggle('selected', row.dataset.queue === name);
     }
+    loadJobs();
     loadDead();
   }
 
+  // ---- jobs by state -----------------------------------------------------------
+
+  // Per browsable state: the time column's title, and what it says of a job.
+  const JOB_TIMES = {
+    pending: ['waiting', (j) => span(Math.max(j.created_ms, j.run_at_ms || 0))],
+    scheduled: ['runs in', (j) => span(j.run_at_ms)],
+    active: ['running', (j) => span(j.started_ms)],
+    dead: ['died', (j) => ago(j.finished_ms)],
+  };
+
+  async function loadJobs() {
+    const queue = selected;
+    if (!queue) return;
+    const state = $('jobs-state').value;
+    const task = $('jobs-task').value.trim();
+    const asked = ++jobsAsked;
+    const q = stats && stats.queues.find((q) => q.name === queue);
+    jobsSeen = q ? q[state] : null;
+    jobsRead = Date.now();
+    const query = '?state=' + state + '&limit=' + JOBS_LIMIT + (task ? '&task=' + encodeURIComponent(task) : '');
+    let jobs = [];
+    let error = null;
+    try {
+      jobs = await api('/api/queues/' + encodeURIComponent(queue) + '/jobs' + query);
+    } catch (err) {
+      error = err.message;
+    }
+    if (asked !== jobsAsked) return;
+    browsed = { queue, state, task, jobs, error };
+    renderJobs();
+  }
+
+  // Drawn again with every stats message, so the times stay current.
+  function renderJobs() {
+    if (!browsed) return;
+    const { queue, state, task, jobs, error } = browsed;
+    const [title, time] = JOB_TIMES[state];
+    $('jobs-age').textContent = title;
+    const empty = $('jobs-empty');
+    empty.textContent = error
+      ? 'Could not list jobs: ' + error
+      : 'No ' + state + ' job' + (task ? ' of task ' + task : '') + ' in ' + queue + '.';
+    empty.hidden = jobs.length > 0;
+    fill($('jobs').tBodies[0], jobs.map((j) =>
+      h('tr', { 'data-id': j.id },
+        h('td', { class: 'text' }, idButton(j.id, j.queue)),
+        h('td', { class: 'text' }, j.task),
+        h('td', null, j.attempts + ' / ' + j.max_attempts),
+        h('td', { 'data-col': 'age' }, time(j)),
+        h('td', { class: 'error', title: j.error || '' }, j.error || ''))));
+  }
+
+  // ---- dead letters ----------------------------------------------------------
+
   async function loadDead() {
-    const queue = deadQueue;
+    const queue = selected;
     const q = stats && stats.queues.find((q) => q.name === queue);
     deadSeen = q ? q.dead : null;
     let jobs;
@@ -358,7 +463,7 @@
       note('Could not read dead letters: ' + err.message);
       return;
     }
-    if (queue !== deadQueue) return;
+    if (queue !== selected) return;
     $('dead-empty').hidden = jobs.length > 0;
     $('dead-retry-all').disabled = jobs.length === 0;
     $('dead-purge-all').disabled = jobs.length === 0;
@@ -375,7 +480,7 @@
   }
 
   async function deadAction(action, ids) {
-    const queue = deadQueue;
+    const queue = selected;
     const all = ids === null;
     if (all && !confirm(action === 'retry' ? 'Retry every dead job of ' + queue + '?' : 'Delete every dead job of ' + queue + ' for good?')) return;
     try {
@@ -411,6 +516,9 @@
     }
     if (!job || job.id !== id) return;
     job.queue = j.queue;
+    // The job's own URL (see openLinkedJob).
+    const hash = '#job=' + encodeURIComponent(j.queue) + '/' + encodeURIComponent(j.id);
+    if (!quiet && location.hash !== hash) location.hash = hash;
     const rows = [
       ['id', j.id, 'mono'],
       ['state', badge(j.state)],
@@ -425,6 +533,9 @@
       // A retried or cancelled job keeps its last start: only a run's own end measures it.
       ['took', ['completed', 'dead'].includes(j.state) && j.started_ms && j.finished_ms ? ms(j.finished_ms - j.started_ms) : null],
       ['timeout', ms(j.timeout_ms)],
+      ['progress', j.progress !== undefined
+        ? Math.round(j.progress * 100) + '%' + (j.progress_message ? ' (' + j.progress_message + ')' : '')
+        : null],
     ].filter((r) => r[1] !== null);
     const list = h('dl', { class: 'detail' });
     for (const [label, value, cls] of rows) list.append(h('dt', null, label), h('dd', { class: cls }, value));
@@ -439,23 +550,56 @@
       nodes.push(h('button', { type: 'button', id: 'job-cancel', class: 'danger', onclick: () => cancelJob(j.id, j.queue) },
         j.state === 'active' ? 'Cancel (ask its worker)' : 'Cancel'));
     }
+    if (j.state === 'dead') {
+      nodes.push(h('button', { type: 'button', id: 'job-retry', onclick: () => retryJob(j.id, j.queue) }, 'Retry'));
+    }
     nodes.push(h('p', { class: 'note', id: 'job-note' }, job.note));
     fill(box, nodes);
   }
 
-  async function cancelJob(id, queue) {
+  // Runs `act` on the job shown, then shows the job afresh with the note
+  // `act` returns (or why it failed).
+  async function jobAction(id, queue, verb, act) {
     let note;
     try {
-      const reply = await api('/api/jobs/' + encodeURIComponent(id) + '/cancel?queue=' + encodeURIComponent(queue), 'POST');
-      note = { cancelled: 'Cancelled.', cancelling: 'Its worker was asked to stop it.' }[reply.outcome]
-        || 'Already ' + reply.state + '.';
+      note = await act();
     } catch (err) {
-      note = 'Could not cancel: ' + err.message;
+      note = 'Could not ' + verb + ': ' + err.message;
     }
     if (job && job.id === id) {
       job.note = note;
       showJob(id, queue, true);
     }
+  }
+
+  function cancelJob(id, queue) {
+    jobAction(id, queue, 'cancel', async () => {
+      const reply = await api('/api/jobs/' + encodeURIComponent(id) + '/cancel?queue=' + encodeURIComponent(queue), 'POST');
+      return { cancelled: 'Cancelled.', cancelling: 'Its worker was asked to stop it.' }[reply.outcome]
+        || 'Already ' + reply.state + '.';
+    });
+  }
+
+  function retryJob(id, queue) {
+    jobAction(id, queue, 'retry', async () => {
+      const reply = await api('/api/queues/' + encodeURIComponent(queue) + '/dead/retry', 'POST', { ids: [id] });
+      return reply.retried ? 'Retried: pending again.' : 'It is no longer dead.';
+    });
+  }
+
+  // A job's URL is the page's with `#job=<queue>/<id>`, both parts
+  // URL-encoded: opens the job it names, unless it is the one shown.
+  function openLinkedJob() {
+    const link = /^#job=([^/]*)\/(.+)$/.exec(location.hash);
+    if (!link) return;
+    let queue, id;
+    try {
+      queue = decodeURIComponent(link[1]) || null;
+      id = decodeURIComponent(link[2]);
+    } catch (err) {
+      return; // a malformed escape: no job named
+    }
+    if (!job || job.id !== id || (queue && job.queue !== queue)) showJob(id, queue);
   }
 
   // ---- wiring ------------------------------------------------------------------
@@ -466,7 +610,11 @@
       const id = $('lookup-id').value.trim();
       if (id) showJob(id, null);
     });
-    $('dead-queue').addEventListener('change', (e) => selectDeadQueue(e.target.value));
+    $('jobs-queue').addEventListener('change', (e) => selectQueue(e.target.value));
+    $('jobs-state').addEventListener('change', loadJobs);
+    $('jobs-task').addEventListener('change', loadJobs);
+    $('jobs-refresh').addEventListener('click', loadJobs);
+    $('dead-queue').addEventListener('change', (e) => selectQueue(e.target.value));
     $('dead-retry-all').addEventListener('click', () => deadAction('retry', null));
     $('dead-purge-all').addEventListener('click', () => deadAction('purge', null));
     $('feed-pause').addEventListener('click', (e) => {
@@ -476,7 +624,9 @@
       if (paused) note('paused'); else schedule();
     });
     window.addEventListener('resize', schedule);
+    window.addEventListener('hashchange', openLinkedJob);
     drawChart();
+    openLinkedJob();
     connect();
   });
 })();

@@ -1,5 +1,6 @@
 //! The HTTP routes: the page and its embedded assets, the live stream, job
-//! detail and cancel, dead letters, `/metrics` and `/healthz`.
+//! detail and cancel, pausing and browsing queues, dead letters, `/metrics`
+//! and `/healthz`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
-use jobfleet_core::{CancelOutcome, Client, Error};
+use jobfleet_core::{CancelOutcome, Client, Error, JobState};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -29,6 +30,10 @@ const APP_CSS: &str = include_str!("../assets/app.css");
 
 /// The dead letters a page lists at most.
 const DEAD_LIST_MAX: usize = 1000;
+
+/// The jobs one browse lists unless told otherwise, and at most.
+const BROWSE_DEFAULT: usize = 50;
+const BROWSE_MAX: usize = 1000;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -59,6 +64,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/queues/{queue}/pause", post(pause))
+        .route("/api/queues/{queue}/resume", post(resume))
+        .route("/api/queues/{queue}/jobs", get(browse))
         .route("/api/queues/{queue}/dead", get(dead_list))
         .route("/api/queues/{queue}/dead/retry", post(dead_retry))
         .route("/api/queues/{queue}/dead/purge", post(dead_purge))
@@ -177,7 +185,10 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::JobNotFound(_) => StatusCode::NOT_FOUND,
             Error::AmbiguousJob { .. } => StatusCode::CONFLICT,
-            Error::InvalidJobId(_) | Error::InvalidQueueName(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidJobId(_)
+            | Error::InvalidQueueName(_)
+            | Error::InvalidTaskName(_)
+            | Error::NotBrowsable(_) => StatusCode::BAD_REQUEST,
             Error::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -219,6 +230,47 @@ async fn cancel(
         CancelOutcome::NotFound => return Err(Error::JobNotFound(id).into()),
     };
     Ok(Json(body).into_response())
+}
+
+/// `{"paused": true, "changed": false}` when it was paused already.
+async fn pause(State(state): State<AppState>, Path(queue): Path<String>) -> Result<Response, ApiError> {
+    let changed = state.client.queue(&queue)?.pause().await?;
+    Ok(Json(json!({ "paused": true, "changed": changed })).into_response())
+}
+
+/// `{"paused": false, "changed": false}` when it was not paused.
+async fn resume(State(state): State<AppState>, Path(queue): Path<String>) -> Result<Response, ApiError> {
+    let changed = state.client.queue(&queue)?.resume().await?;
+    Ok(Json(json!({ "paused": false, "changed": changed })).into_response())
+}
+
+/// Which of a queue's jobs to list.
+#[derive(Debug, Deserialize)]
+struct Browse {
+    /// pending (the default), scheduled, active or dead.
+    state: Option<String>,
+    /// Only this task's jobs; empty (as a blank form field sends it) is any.
+    task: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A queue's jobs in one state, in the order `Queue::jobs` gives them.
+async fn browse(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    Query(q): Query<Browse>,
+) -> Result<Response, ApiError> {
+    let name = q.state.as_deref().unwrap_or("pending");
+    let Some(job_state) = JobState::parse(name) else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("unknown state {name:?}: give pending, scheduled, active or dead"),
+        ));
+    };
+    let task = q.task.as_deref().filter(|t| !t.is_empty());
+    let limit = q.limit.unwrap_or(BROWSE_DEFAULT).clamp(1, BROWSE_MAX);
+    let jobs = state.client.queue(&queue)?.jobs(job_state, task, limit).await?;
+    Ok(Json(jobs).into_response())
 }
 
 #[derive(Debug, Deserialize)]

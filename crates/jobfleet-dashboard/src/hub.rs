@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobfleet_core::{
-    Client, Event, EventKind, FleetStats, QueueStats, Subscription, TopologyInfo, WorkerInfo,
+    Client, Event, EventKind, FleetStats, QueueStats, Subscription, TopologyInfo, Unserved, WorkerInfo,
 };
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -78,6 +78,27 @@ pub(crate) struct Latency {
     pub p95_ms: u64,
 }
 
+/// Parked jobs of a task no live worker of their queue runs, for the page.
+#[derive(Debug, Serialize)]
+struct UnservedTask {
+    queue: String,
+    task: String,
+    jobs: u64,
+    /// The warning, worded as `jobfleet queue list` prints it.
+    text: String,
+}
+
+impl From<Unserved> for UnservedTask {
+    fn from(u: Unserved) -> UnservedTask {
+        UnservedTask {
+            text: u.to_string(),
+            queue: u.queue,
+            task: u.task,
+            jobs: u.jobs,
+        }
+    }
+}
+
 /// The `stats` message.
 #[derive(Debug, Serialize)]
 struct StatsMessage<'a> {
@@ -87,6 +108,8 @@ struct StatsMessage<'a> {
     workers: &'a [WorkerInfo],
     /// Which node is primary, and the replicas' lag.
     redis: &'a TopologyInfo,
+    /// Tasks whose parked jobs wait for a worker that runs them.
+    unserved: Vec<UnservedTask>,
     latency: Vec<Latency>,
     point: Option<Point>,
     /// Set when Redis could not be read this second (the rest is stale).
@@ -141,6 +164,11 @@ impl Hub {
                     samples.pop_front();
                 }
             }
+            // Progress reports go to the pages as they come, but would crowd
+            // the state changes out of the feed a new page starts with.
+            if event.state == EventKind::Progress {
+                continue;
+            }
             state.recent.push_back(event);
             if state.recent.len() > RECENT_EVENTS {
                 state.recent.pop_front();
@@ -172,6 +200,7 @@ impl Hub {
             queues: &stats.queues,
             workers: &stats.workers,
             redis: &stats.redis,
+            unserved: stats.unserved().into_iter().map(UnservedTask::from).collect(),
             latency,
             point,
             error,
@@ -324,6 +353,8 @@ mod tests {
             result: Some(serde_json::json!({"big": "result"})),
             error: None,
             run_at_ms: None,
+            progress: None,
+            message: None,
         }
     }
 
@@ -398,6 +429,37 @@ mod tests {
         let e = for_feed(e);
         assert_eq!(e.result, None);
         assert_eq!(e.error.unwrap().chars().count(), FEED_ERROR_CHARS + 1);
+    }
+
+    #[test]
+    fn stats_name_the_parked_tasks_no_live_worker_runs() {
+        let hub = hub();
+        let queue = |name: &str| QueueStats {
+            name: name.into(),
+            pending: 3,
+            parked: [("resize".to_string(), 3)].into(),
+            ..QueueStats::default()
+        };
+        let stats = FleetStats {
+            queues: vec![queue("images"), queue("served")],
+            workers: vec![WorkerInfo {
+                queues: vec!["served".into()],
+                ..WorkerInfo::default()
+            }],
+            redis: TopologyInfo::default(),
+        };
+        hub.publish_stats(0, &stats, None, None);
+        let (_, snapshot) = hub.join();
+        let snapshot: serde_json::Value = serde_json::from_str(&snapshot.data).unwrap();
+        assert_eq!(
+            snapshot["stats"]["unserved"],
+            serde_json::json!([{
+                "queue": "images",
+                "task": "resize",
+                "jobs": 3,
+                "text": "no live worker runs task resize on queue images: 3 jobs wait for one",
+            }])
+        );
     }
 
     #[test]

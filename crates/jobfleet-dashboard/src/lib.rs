@@ -9,10 +9,11 @@
 //!   every queue) and its once-a-second stats read, fanned out to every
 //!   browser through a tokio broadcast channel. It also keeps what a page
 //!   that connects later starts from: the throughput history (~5 minutes),
-//!   the latest 200 events and the per-task latency windows.
+//!   the latest 200 events (progress reports are passed on, not kept) and
+//!   the per-task latency windows.
 //! - `api`: the HTTP routes: the page and its assets, `/api/stream` (SSE),
-//!   job detail and cancel, dead letters with retry and purge, `/metrics`,
-//!   `/healthz`.
+//!   job detail and cancel, queue pause and resume, jobs by state, dead
+//!   letters with retry and purge, `/metrics`, `/healthz`.
 //! - `guard`: the Host check, the token check, the CSRF defence of
 //!   state-changing routes and the security headers (a strict
 //!   Content-Security-Policy).
@@ -25,7 +26,7 @@
 //!
 //! # Security
 //!
-//! The dashboard can retry, purge and cancel jobs, so:
+//! The dashboard can retry, purge and cancel jobs and pause queues, so:
 //!
 //! - it listens on loopback by default, and refuses a non-loopback address
 //!   without a token ([`DashboardError::TokenRequired`]);

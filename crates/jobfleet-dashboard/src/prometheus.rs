@@ -3,6 +3,9 @@
 //! (each scrape sets its values through `metrics::with_local_recorder`), so
 //! a program that embeds the dashboard keeps its own global recorder.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use jobfleet_core::FleetStats;
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -11,6 +14,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 pub(crate) struct Exporter {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// The (queue, task) series of the parked gauge the last scrape set: a
+    /// task whose parked jobs are gone is set to 0, not left at its last count.
+    parked: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -33,6 +39,12 @@ const GAUGES: [(&str, &str); 5] = [
 
 /// The per-queue latency gauge, in seconds.
 const OLDEST: &str = "jobfleet_queue_oldest_pending_seconds";
+
+/// The per-queue pause flag, 1 or 0.
+const PAUSED: &str = "jobfleet_queue_paused";
+
+/// The per-queue and task gauge of parked jobs.
+const PARKED: &str = "jobfleet_queue_parked";
 
 /// (name, help) of the per-queue counters: totals since the queue began.
 const COUNTERS: [(&str, &str); 6] = [
@@ -64,8 +76,18 @@ impl Exporter {
                 Unit::Seconds,
                 "How long the oldest pending job has waited to run (0: none pending): the queue's latency."
             );
+            describe_gauge!(PAUSED, "1 while the queue is paused: no worker claims its jobs.");
+            describe_gauge!(
+                PARKED,
+                Unit::Count,
+                "Pending jobs passed on by workers that do not run their task, waiting for one that does."
+            );
         });
-        Exporter { recorder, handle }
+        Exporter {
+            recorder,
+            handle,
+            parked: Mutex::default(),
+        }
     }
 
     /// Sets every series from `stats` and renders the text format.
@@ -77,6 +99,10 @@ impl Exporter {
                     gauge!(name, "queue" => q.name.clone()).set(value as f64);
                 }
                 gauge!(OLDEST, "queue" => q.name.clone()).set(q.oldest_pending_ms as f64 / 1000.0);
+                gauge!(PAUSED, "queue" => q.name.clone()).set(if q.paused { 1.0 } else { 0.0 });
+                for (task, &jobs) in &q.parked {
+                    gauge!(PARKED, "queue" => q.name.clone(), "task" => task.clone()).set(jobs as f64);
+                }
                 let counters = [
                     q.submitted,
                     q.completed,
@@ -90,6 +116,16 @@ impl Exporter {
                 }
             }
             gauge!("jobfleet_workers").set(stats.workers.len() as f64);
+            let parked: BTreeSet<(String, String)> = stats
+                .queues
+                .iter()
+                .flat_map(|q| q.parked.keys().map(|task| (q.name.clone(), task.clone())))
+                .collect();
+            let mut last = self.parked.lock().expect("poisoned");
+            for (queue, task) in last.difference(&parked) {
+                gauge!(PARKED, "queue" => queue.clone(), "task" => task.clone()).set(0.0);
+            }
+            *last = parked;
         });
         self.handle.render()
     }
@@ -102,18 +138,21 @@ mod tests {
 
     #[test]
     fn renders_every_queue_series_with_help_and_type() {
-        let stats = FleetStats {
+        let mut stats = FleetStats {
             queues: vec![QueueStats {
                 name: "images".into(),
                 pending: 3,
                 completed: 41,
                 oldest_pending_ms: 2500,
+                paused: true,
+                parked: [("resize".to_string(), 2)].into(),
                 ..QueueStats::default()
             }],
             workers: vec![Default::default(), Default::default()],
             redis: Default::default(),
         };
-        let text = Exporter::new().render(&stats);
+        let exporter = Exporter::new();
+        let text = exporter.render(&stats);
         for line in [
             "jobfleet_queue_pending{queue=\"images\"} 3",
             "jobfleet_queue_dead{queue=\"images\"} 0",
@@ -123,6 +162,22 @@ mod tests {
             "# TYPE jobfleet_queue_completed_total counter",
             "# TYPE jobfleet_queue_pending gauge",
             "# HELP jobfleet_queue_pending Jobs ready to run.",
+            "jobfleet_queue_paused{queue=\"images\"} 1",
+            "# TYPE jobfleet_queue_paused gauge",
+            "# HELP jobfleet_queue_paused 1 while the queue is paused: no worker claims its jobs.",
+            "jobfleet_queue_parked{queue=\"images\",task=\"resize\"} 2",
+            "# TYPE jobfleet_queue_parked gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+        }
+
+        // Resumed, and the parked jobs were taken: the series say so.
+        stats.queues[0].paused = false;
+        stats.queues[0].parked.clear();
+        let text = exporter.render(&stats);
+        for line in [
+            "jobfleet_queue_paused{queue=\"images\"} 0",
+            "jobfleet_queue_parked{queue=\"images\",task=\"resize\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
         }

@@ -10,11 +10,14 @@ use jobfleet_thumbnail::{AllowedDirs, Limits, ThumbnailRequest};
 
 use crate::task::{Registry, TaskError};
 
-/// `sleep` payload: `{"ms": 50}`.
+/// `sleep` payload: `{"ms": 50}`; with `"steps": N` it sleeps in N steps,
+/// reporting progress after each (`step i of N`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Sleep {
     ms: u64,
+    #[serde(default)]
+    steps: u32,
 }
 
 /// `fail` payload: `{"message": "why", "permanent": false}`.
@@ -35,8 +38,17 @@ pub(crate) fn register(registry: &mut Registry) {
     registry
         .register("noop", |_, _: Value| async { Ok(Value::Null) })
         .register("echo", |_, payload: Value| async move { Ok(payload) })
-        .register("sleep", |_, p: Sleep| async move {
-            tokio::time::sleep(Duration::from_millis(p.ms)).await;
+        .register("sleep", |ctx, p: Sleep| async move {
+            if p.steps == 0 {
+                tokio::time::sleep(Duration::from_millis(p.ms)).await;
+            }
+            for step in 1..=p.steps {
+                tokio::time::sleep(Duration::from_millis(p.ms / u64::from(p.steps))).await;
+                ctx.progress(
+                    f64::from(step) / f64::from(p.steps),
+                    format!("step {step} of {}", p.steps),
+                );
+            }
             Ok(json!({ "slept_ms": p.ms }))
         })
         .register("fail", |_, p: Fail| async move {

@@ -176,6 +176,11 @@ fn start(
             worker.to_string(),
         );
         let (span, trace) = job_span(&job);
+        let reporter = Arc::new(crate::progress::Reporter::new(
+            shared.clone(),
+            &job,
+            worker.clone(),
+        ));
         let work = async move {
             let started = std::time::Instant::now();
             let outcome = runner::run(
@@ -185,8 +190,10 @@ fn start(
                 hand_back,
                 shared.client.policy(),
                 trace,
+                Some(reporter.clone()),
             )
             .await;
+            reporter.finish().await;
             tracing::debug!(
                 ms = started.elapsed().as_millis() as u64,
                 outcome = match &outcome {

@@ -47,6 +47,7 @@ pub mod metrics;
 #[cfg(feature = "otel")]
 mod otel;
 mod outage;
+mod progress;
 mod promote;
 mod recover;
 mod runner;

@@ -41,6 +41,7 @@ pub(crate) async fn run(
     hand_back: CancellationToken,
     policy: &Policy,
     trace: Option<jobfleet_core::TraceContext>,
+    reporter: Option<std::sync::Arc<crate::progress::Reporter>>,
 ) -> Option<Outcome> {
     let Some(handler) = registry.get(&job.task) else {
         let message = if job.task.is_empty() {
@@ -62,6 +63,7 @@ pub(crate) async fn run(
         max_attempts: job.max_attempts,
         cancel: cancel.clone(),
         trace,
+        reporter,
     };
     let work = AssertUnwindSafe(handler(ctx, job.payload.clone())).catch_unwind();
     let timeout = if job.timeout.is_zero() {

@@ -86,6 +86,27 @@ pub struct JobContext {
     /// submitted trace, with this attempt's span as its span. Pass
     /// `trace.to_string()` as the `traceparent` of jobs the task submits.
     pub trace: Option<jobfleet_core::TraceContext>,
+    /// Where [`JobContext::progress`] reports go (none: nowhere, as in a
+    /// handler called outside a worker).
+    pub(crate) reporter: Option<Arc<crate::progress::Reporter>>,
+}
+
+impl JobContext {
+    /// Reports how far the job has come: `fraction` from 0 to 1 and what it
+    /// is doing. The report is stored on the job (`jobfleet status`, the
+    /// dashboard) and published as a `progress` event (`submit --wait`,
+    /// `jobfleet events`). It returns at once, from async and blocking
+    /// handlers alike; reports are written in order, one at a time, and
+    /// reports made while one is being written collapse into the latest, so
+    /// calling it often costs Redis nothing extra. A fraction outside 0 to 1
+    /// is clamped; one that is not a number is ignored.
+    pub fn progress(&self, fraction: f64, message: impl Into<String>) {
+        if let Some(reporter) = &self.reporter
+            && !fraction.is_nan()
+        {
+            reporter.report(fraction.clamp(0.0, 1.0), message.into());
+        }
+    }
 }
 
 /// A registered handler: takes the payload as the JSON text stored on the job.

@@ -4,7 +4,7 @@ use jobfleet_core::Event;
 
 use crate::Outcome;
 use crate::connect::Target;
-use crate::output::{duration_ms, outln, timestamp};
+use crate::output::{duration_ms, outln, percent, timestamp};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -63,6 +63,9 @@ fn line(e: &Event) -> String {
     }
     if let Some(ms) = e.run_at_ms {
         line.push_str(&format!("; retry at {}", timestamp(ms)));
+    }
+    if let Some(fraction) = e.progress {
+        line.push_str(&format!(": {}", percent(fraction, e.message.as_deref())));
     }
     line
 }

@@ -7,7 +7,7 @@ use jobfleet_core::{CancelOutcome, Client, Job, JobState};
 
 use crate::Outcome;
 use crate::connect::Target;
-use crate::output::{WaitOutput, duration_ms, out, outln, timestamp};
+use crate::output::{WaitOutput, duration_ms, out, outln, percent, timestamp};
 
 #[derive(Debug, clap::Args)]
 pub struct WaitArgs {
@@ -179,6 +179,9 @@ fn describe(job: &Job) -> String {
     }
     if job.recoveries > 0 {
         lines.push(("recoveries", job.recoveries.to_string()));
+    }
+    if let Some(fraction) = job.progress {
+        lines.push(("progress", percent(fraction, job.progress_message.as_deref())));
     }
     if let Some(result) = &job.result {
         lines.push(("result", result.to_string()));

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jobfleet_core::{Client, Finished, JobState, Subscription};
 
 use crate::Outcome;
-use crate::output::{WaitOutput, outln};
+use crate::output::{WaitOutput, outln, percent};
 
 /// How to report while waiting.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +47,9 @@ async fn warn_if_unserved(client: &Client, queue: &str, task: &str) {
         );
     }
 }
+
+/// How often a single job's record is read for its task's progress report.
+const TASK_PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// How often a progress line is printed when stderr is not a terminal.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -193,9 +196,28 @@ pub async fn wait(
         // Without a terminal, a progress line every few seconds, completions or not.
         let mut lines =
             tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        // One job: what its task reports, read from its record.
+        let mut task_progress = tokio::time::interval(TASK_PROGRESS_EVERY);
+        let mut last_reported = None;
         loop {
             tokio::select! {
                 outcome = &mut waiting => break outcome?,
+                _ = task_progress.tick(), if total == 1 => {
+                    let (queue, id) = &jobs[0];
+                    let now = match client.queue(queue)?.status(id).await {
+                        Ok(Some(job)) => job.progress.map(|p| percent(p, job.progress_message.as_deref())),
+                        _ => None,
+                    };
+                    if now.is_some() && now != last_reported {
+                        let text = now.clone().unwrap_or_default();
+                        if interactive {
+                            bar.set_message(text);
+                        } else {
+                            eprintln!("{id}: {text}");
+                        }
+                        last_reported = now;
+                    }
+                }
                 error = stdout.failed() => return Err(error.into()),
                 _ = lines.tick(), if !interactive => eprintln!("progress: {}", progress().line()),
                 _ = interrupt.recv() => {
