@@ -799,10 +799,10 @@ impl Queue {
             .key(&self.keys.dead)
             .key(&self.keys.workers)
             .key(&self.keys.stats)
-            .key(&self.keys.meta)
-            .key(&self.keys.parked)
             .arg(&self.keys.processing_prefix)
             .arg(&self.keys.job_prefix)
+            .arg(&self.keys.meta)
+            .arg(&self.keys.parked)
             .invoke_async(&mut self.client.conn())
             .await?;
         let mut fields = reply.into_iter().map(text);
@@ -942,8 +942,6 @@ impl crate::worker_protocol::WorkerProtocol for Queue {
             .key(&self.keys.workers)
             .key(&self.keys.stats)
             .key(&self.keys.dead)
-            .key(&self.keys.meta)
-            .key(&self.keys.parked)
             .arg(worker)
             .arg(n)
             .arg(&self.keys.job_prefix)
@@ -955,6 +953,8 @@ impl crate::worker_protocol::WorkerProtocol for Queue {
             .arg(policy.dead_max_count)
             .arg(policy.dead_retention.as_millis() as u64)
             .arg(&self.keys.notify)
+            .arg(&self.keys.meta)
+            .arg(&self.keys.parked)
             .arg(tasks)
             .invoke_async(&mut self.client.conn())
             .await?;

@@ -252,18 +252,32 @@ fn job_span(job: &ClaimedJob) -> (tracing::Span, Option<jobfleet_core::TraceCont
     (span, trace)
 }
 
-/// The shard handles in priority order, each queue's shards rotated to
-/// start at a random one.
-fn claim_order(queues: &[jobfleet_core::Queue]) -> Vec<jobfleet_core::Queue> {
-    let mut order = Vec::with_capacity(queues.len());
+/// The shard handles in priority order (or, with `weights`, in an order
+/// drawn by weight), each queue's shards rotated to start at a random one.
+fn claim_order(queues: &[jobfleet_core::Queue], weights: &[u32]) -> Vec<jobfleet_core::Queue> {
+    let mut groups = Vec::new();
     let mut start = 0;
     while start < queues.len() {
         let name = queues[start].name();
         let end = start + queues[start..].iter().take_while(|q| q.name() == name).count();
-        let group = &queues[start..end];
+        groups.push(&queues[start..end]);
+        start = end;
+    }
+    if !weights.is_empty() {
+        // Weighted sampling without replacement (Efraimidis and Spirakis):
+        // sort by u^(1/w), u uniform in (0, 1).
+        let mut keyed: Vec<(f64, &[jobfleet_core::Queue])> = groups
+            .into_iter()
+            .zip(weights.iter().chain(std::iter::repeat(&1)))
+            .map(|(g, &w)| (rand::random::<f64>().powf(1.0 / f64::from(w.max(1))), g))
+            .collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        groups = keyed.into_iter().map(|(_, g)| g).collect();
+    }
+    let mut order = Vec::with_capacity(queues.len());
+    for group in groups {
         let first = rand::random_range(0..group.len());
         order.extend(group[first..].iter().chain(&group[..first]).cloned());
-        start = end;
     }
     order
 }
@@ -310,7 +324,7 @@ async fn claim(shared: &Shared, n: usize) -> jobfleet_core::Result<Claim> {
         recovered: false,
         failed: None,
     };
-    for q in claim_order(&shared.queues()) {
+    for q in claim_order(&shared.queues(), &shared.config.weights) {
         let started = std::time::Instant::now();
         match q
             .claim_for(&claim.worker, n - claim.jobs.len(), &shared.tasks)

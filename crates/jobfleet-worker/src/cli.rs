@@ -43,7 +43,9 @@ struct Args {
     /// Key prefix, to keep several fleets apart on one Redis.
     #[arg(long, env = "JOBFLEET_PREFIX", default_value = "jobfleet")]
     prefix: String,
-    /// Queue to serve; repeat for several, highest priority first.
+    /// Queue to serve; repeat for several, highest priority first. NAME:WEIGHT on each
+    /// (`--queue high:3 --queue low:1`) weighs them instead: each claim tries a queue of
+    /// weight 3 first three times as often as one of weight 1, so no queue starves.
     #[arg(long = "queue", short = 'q', default_value = "default")]
     queues: Vec<String>,
     /// Jobs run at once (default: number of CPUs).
@@ -157,9 +159,11 @@ async fn serve(args: Args, registry: Registry) -> anyhow::Result<()> {
         tracing::info!("serving metrics at http://{addr}/metrics");
     }
     let defaults = Config::new(args.redis);
+    let (queues, weights) = weighted(&args.queues)?;
     let config = Config {
         prefix: args.prefix,
-        queues: args.queues,
+        queues,
+        weights,
         concurrency: args.concurrency.unwrap_or(defaults.concurrency),
         heartbeat: args.heartbeat,
         dead_after: args.dead_after,
@@ -314,6 +318,31 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Splits `--queue` values into names and weights: `high:3` is queue `high`
+/// of weight 3 (a name may hold `:`; only a trailing `:<digits>` is a
+/// weight). Either every queue has a weight or none does.
+fn weighted(args: &[String]) -> anyhow::Result<(Vec<String>, Vec<u32>)> {
+    let split: Vec<(String, Option<u32>)> = args
+        .iter()
+        .map(|a| match a.rsplit_once(':') {
+            Some((name, w)) if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) => {
+                (name.to_string(), w.parse().ok().or(Some(u32::MAX)))
+            }
+            _ => (a.clone(), None),
+        })
+        .collect();
+    let weighed = split.iter().filter(|(_, w)| w.is_some()).count();
+    if weighed == 0 {
+        return Ok((args.to_vec(), Vec::new()));
+    }
+    if weighed != split.len() {
+        anyhow::bail!(
+            "--queue: give every queue a weight (--queue high:3 --queue low:1) or none (strict priority)"
+        );
+    }
+    Ok(split.into_iter().map(|(n, w)| (n, w.unwrap_or(1))).unzip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +354,25 @@ mod tests {
         let mut argv: Vec<OsString> = vec!["jobfleet-worker".into(), "--config".into(), path.into()];
         argv.extend(flags.iter().map(OsString::from));
         Ok(Args::try_parse_from(with_config(argv)?)?)
+    }
+
+    #[test]
+    fn queues_take_weights_all_or_none() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            weighted(&strings(&["high:3", "low:1"])).unwrap(),
+            (strings(&["high", "low"]), vec![3, 1])
+        );
+        assert_eq!(
+            weighted(&strings(&["a:b", "c"])).unwrap(),
+            (strings(&["a:b", "c"]), vec![])
+        );
+        assert_eq!(
+            weighted(&strings(&["a:b:2"])).unwrap(),
+            (strings(&["a:b"]), vec![2])
+        );
+        let e = weighted(&strings(&["high:3", "low"])).unwrap_err().to_string();
+        assert!(e.contains("give every queue a weight"), "{e}");
     }
 
     #[test]

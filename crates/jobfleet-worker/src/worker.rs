@@ -28,6 +28,11 @@ pub struct Config {
     pub prefix: String,
     /// Queues to serve, highest priority first.
     pub queues: Vec<String>,
+    /// Weights of `queues`, one each, instead of strict priority: each claim
+    /// tries the queues in a random order drawn by weight, so a queue of
+    /// weight 3 comes first three times as often as one of weight 1 and no
+    /// queue starves. Empty: strict priority.
+    pub weights: Vec<u32>,
     /// Jobs run at once (slots).
     pub concurrency: usize,
     /// How often the worker says it is alive.
@@ -74,6 +79,7 @@ impl Config {
             promote_interval: Duration::from_millis(250),
             reconcile_interval: Duration::from_secs(5),
             allow_dirs: Vec::new(),
+            weights: Vec::new(),
             thumbnail_limits: jobfleet_thumbnail::Limits::default(),
             policy: Policy::default(),
             replicas: 0,
@@ -479,6 +485,14 @@ fn check(config: &Config) -> Result<(), WorkerError> {
     }
     for q in &config.queues {
         jobfleet_core::validate_queue_name(q)?;
+    }
+    if !config.weights.is_empty() && config.weights.len() != config.queues.len() {
+        return Err(WorkerError::Config("give every queue a weight, or none".into()));
+    }
+    if config.weights.contains(&0) {
+        return Err(WorkerError::Config(
+            "a queue's weight must be at least 1 (leave a queue out instead)".into(),
+        ));
     }
     if config.concurrency == 0 {
         return Err(WorkerError::Config("concurrency must be at least 1".into()));

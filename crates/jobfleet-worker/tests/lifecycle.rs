@@ -701,3 +701,39 @@ async fn a_typed_task_is_enqueued_and_waited_on_with_its_own_types() {
         other => panic!("expected WaitTimedOut, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_queues_serve_the_light_queue_while_the_heavy_one_is_busy() {
+    let server = RedisServer::start();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let (high, low) = (client.queue("high").unwrap(), client.queue("low").unwrap());
+    let noop = || JobSpec::new("noop", &json!(null));
+    submit(&high, (0..300).map(|_| noop()).collect()).await;
+    let lows = submit(&low, (0..300).map(|_| noop()).collect()).await;
+    let mut events = client.events(&["high".into(), "low".into()]).await.unwrap();
+    let worker = Worker::start(
+        Config {
+            queues: vec!["high".into(), "low".into()],
+            weights: vec![3, 1],
+            concurrency: 2,
+            ..config(&server)
+        },
+        Registry::with_builtins(),
+    );
+    // Strict priority would run all 300 of `high` first.
+    let mut first = Vec::new();
+    while first.len() < 300 {
+        if let Some(Some(event)) = events.next_event().await
+            && event.state == jobfleet_core::EventKind::Completed
+        {
+            first.push(event.queue);
+        }
+    }
+    let light = first.iter().filter(|q| *q == "low").count();
+    assert!(
+        (15..200).contains(&light),
+        "{light} of the first 300 completions were from the weight-1 queue"
+    );
+    wait_all(&client, &lows).await;
+    worker.shutdown().await;
+}

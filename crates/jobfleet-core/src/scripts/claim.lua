@@ -5,8 +5,6 @@
 -- KEYS[3]  workers ZSET (worker -> last heartbeat)
 -- KEYS[4]  stats HASH
 -- KEYS[5]  dead ZSET
--- KEYS[6]  meta HASH of this shard (field `paused`)
--- KEYS[7]  parked SET: tasks with a parked LIST (`<KEYS[7]>:<task>`)
 -- ARGV[1]  worker id
 -- ARGV[2]  n, the most jobs to claim
 -- ARGV[3]  job key prefix
@@ -16,7 +14,13 @@
 -- ARGV[8]  dead retention, s   ARGV[9]  dead set max count
 -- ARGV[10] dead set max age, ms
 -- ARGV[11] notify channel
--- ARGV[12..] the tasks this worker runs (none given: it runs any task)
+-- ARGV[12] meta HASH of this shard (field `paused`)
+-- ARGV[13] parked SET: tasks with a parked LIST (`<ARGV[13]>:<task>`)
+-- ARGV[14..] the tasks this worker runs (none given: it runs any task)
+--
+-- The meta and parked keys are passed in ARGV, not KEYS, as the job keys
+-- are: they usually do not exist, and a Cluster turns a script away
+-- (TRYAGAIN) while a declared key is missing from a migrating slot.
 --
 -- The move is pending -> processing inside this one script (LMPOP, then
 -- LPUSH of the same ids), so exactly one worker holds an id.
@@ -45,7 +49,10 @@
 -- one whose record has already moved with a migrating slot (see `here` in
 -- common.lua) the claim stops and returns what it has; that id and the ones
 -- after it stay in pending, and the new owner serves them once the slot
--- moved. Parked lists are left alone while the slot moves.
+-- moved. While the slot moves, parked lists are left alone and a job to
+-- park goes back to the claim end of pending, ending the claim; the pause
+-- flag is read only where it can be (a meta HASH already moved reads as
+-- not paused).
 --
 -- Returns {'recovered'} or {'ok', then per job: id, task, payload, attempt,
 -- max_attempts, timeout_ms, traceparent}. Fields missing from a hand-written record come
@@ -62,14 +69,15 @@ end
 local now_n = now_ms()
 local now = tostring(now_n)
 redis.call('ZADD', KEYS[3], now, ARGV[1])
-if redis.call('HEXISTS', KEYS[6], 'paused') == 1 then
+if redis.pcall('HEXISTS', ARGV[12], 'paused') == 1 then
   return {'ok'}
 end
 local tasks = nil
-if #ARGV > 11 then
+if #ARGV > 13 then
   tasks = {}
-  for i = 12, #ARGV do tasks[ARGV[i]] = true end
+  for i = 14, #ARGV do tasks[ARGV[i]] = true end
 end
+local moving = CLUSTER and not here(ARGV[3] .. ' no such job', ARGV[3])
 local want = tonumber(ARGV[2])
 local budget = want + 1000
 local limit = tonumber(ARGV[4])
@@ -77,7 +85,8 @@ local out = {'ok'}
 local claimed = {}
 local examined, orphaned, skipped_cancelled, parked = 0, 0, 0, 0
 
--- Claims, drops, buries or parks one popped id.
+-- Claims, drops, buries or parks one popped id; false when it is to be
+-- parked while the slot moves (the caller puts it back).
 local function examine(id)
   local key = ARGV[3] .. id
   examined = examined + 1
@@ -95,8 +104,9 @@ local function examine(id)
       'job id is not valid UTF-8 (or is empty, over 200 bytes, or has whitespace): no client can address it',
       ARGV[8], ARGV[9], ARGV[10])
   elseif tasks and f[1] and not tasks[f[1]] then
-    redis.call('LPUSH', KEYS[7] .. ':' .. f[1], id)
-    redis.call('SADD', KEYS[7], f[1])
+    if moving then return false end
+    redis.call('LPUSH', ARGV[13] .. ':' .. f[1], id)
+    redis.call('SADD', ARGV[13], f[1])
     parked = parked + 1
   elseif limit > 0 and f[2] and #f[2] > limit then
     local reason = 'payload is ' .. #f[2] .. ' bytes, over the ' .. limit .. ' byte limit'
@@ -114,24 +124,24 @@ local function examine(id)
     out[#out + 1] = f[4] or ''
     out[#out + 1] = f[8] or ''
   end
+  return true
 end
 
-local moving = CLUSTER and not here(ARGV[3] .. ' no such job', ARGV[3])
 if tasks and not moving then
-  for _, task in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  for _, task in ipairs(redis.call('SMEMBERS', ARGV[13])) do
     if #claimed >= want or examined >= budget then break end
     if tasks[task] then
-      local list = KEYS[7] .. ':' .. task
+      local list = ARGV[13] .. ':' .. task
       local popped = redis.call('LMPOP', 1, list, 'RIGHT', 'COUNT', math.min(want - #claimed, budget - examined))
       if popped then
         for _, id in ipairs(popped[2]) do examine(id) end
       end
-      if redis.call('EXISTS', list) == 0 then redis.call('SREM', KEYS[7], task) end
+      if redis.call('EXISTS', list) == 0 then redis.call('SREM', ARGV[13], task) end
     end
   end
 end
-moving = false
-while #claimed < want and examined < budget and not moving do
+local stopped = false
+while #claimed < want and examined < budget and not stopped do
   local take = math.min(want - #claimed, budget - examined)
   if CLUSTER and not here(ARGV[3] .. ' no such job', ARGV[3]) then
     -- The slot is moving: look before popping, and stop at the first id
@@ -140,7 +150,7 @@ while #claimed < want and examined < budget and not moving do
     take = 0
     for i = #ids, 1, -1 do
       if not here(ARGV[3] .. ids[i], ARGV[3]) then
-        moving = true
+        stopped = true
         break
       end
       take = take + 1
@@ -149,7 +159,15 @@ while #claimed < want and examined < budget and not moving do
   end
   local popped = redis.call('LMPOP', 1, KEYS[1], 'RIGHT', 'COUNT', take)
   if not popped then break end
-  for _, id in ipairs(popped[2]) do examine(id) end
+  for i, id in ipairs(popped[2]) do
+    if not examine(id) then
+      -- It and the ones popped after it go back to the claim end, in order
+      -- (the oldest pushed last, so it is the next to be claimed).
+      for j = #popped[2], i, -1 do redis.call('RPUSH', KEYS[1], popped[2][j]) end
+      stopped = true
+      break
+    end
+  end
 end
 for s = 1, #claimed, 1000 do
   redis.call('LPUSH', KEYS[2], unpack(claimed, s, math.min(s + 999, #claimed)))

@@ -2,10 +2,13 @@
 --
 -- KEYS[1]  pending LIST       KEYS[2]  scheduled ZSET
 -- KEYS[3]  dead ZSET          KEYS[4]  workers ZSET
--- KEYS[5]  stats HASH         KEYS[6]  meta HASH of this shard
--- KEYS[7]  parked SET (tasks with a parked LIST `<KEYS[7]>:<task>`)
+-- KEYS[5]  stats HASH
 -- ARGV[1]  processing list key prefix
 -- ARGV[2]  job key prefix
+-- ARGV[3]  meta HASH of this shard
+-- ARGV[4]  parked SET (tasks with a parked LIST `<ARGV[4]>:<task>`)
+-- (in ARGV as claim.lua has them: often missing, and read with pcall, so a
+-- migrating slot does not turn the read away)
 --
 -- "pending" is the length of the pending list and of the parked lists, less
 -- the jobs cancelled in place that no claim has skipped yet (the stats
@@ -38,10 +41,12 @@ end
 look(KEYS[1])
 local waiting = redis.call('LLEN', KEYS[1])
 local parked = {}
-for _, task in ipairs(redis.call('SMEMBERS', KEYS[7])) do
-  local list = KEYS[7] .. ':' .. task
-  local n = redis.call('LLEN', list)
-  if n > 0 then
+local tasks = redis.pcall('SMEMBERS', ARGV[4])
+if type(tasks) ~= 'table' or tasks.err then tasks = {} end
+for _, task in ipairs(tasks) do
+  local list = ARGV[4] .. ':' .. task
+  local n = redis.pcall('LLEN', list)
+  if type(n) == 'number' and n > 0 then
     look(list)
     waiting = waiting + n
     parked[#parked + 1] = 'parked:' .. task
@@ -58,8 +63,8 @@ local out = {
 }
 for _, v in ipairs(redis.call('HGETALL', KEYS[5])) do out[#out + 1] = v end
 for _, v in ipairs(parked) do out[#out + 1] = v end
-local paused = redis.call('HGET', KEYS[6], 'paused')
-if paused then
+local paused = redis.pcall('HGET', ARGV[3], 'paused')
+if type(paused) == 'string' then
   out[#out + 1] = 'paused'
   out[#out + 1] = paused
 end
