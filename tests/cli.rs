@@ -1162,3 +1162,106 @@ fn a_tasks_progress_shows_in_status_and_wait_and_survives_a_sigkill() {
     );
     assert_eq!(job["recoveries"], 1, "{job}");
 }
+
+#[test]
+fn a_schedule_fires_each_tick_once_across_workers_through_a_sigkill_and_missed_ticks_fire_once() {
+    let mut fleet = Fleet::new();
+    let workers: Vec<usize> = (0..3).map(|_| fleet.start_worker(&[])).collect();
+    let add = fleet.jobfleet(&[
+        "schedule",
+        "add",
+        "beat",
+        "echo",
+        r#"{"beat": 1}"#,
+        "--every",
+        "1s",
+    ]);
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    assert!(
+        add.stdout
+            .contains("schedule beat added on queue default: echo every 1s"),
+        "{}",
+        add.stdout
+    );
+    let schedule = |f: &Fleet| f.jobfleet(&["schedule", "list", "--json"]).json()[0].clone();
+    let first = schedule(&fleet)["next_ms"].as_u64().unwrap();
+    let fired_through = |f: &Fleet, tick: u64| schedule(f)["last_ms"].as_u64() >= Some(tick);
+    fleet.until(Duration::from_secs(20), "three ticks", |f| {
+        fired_through(f, first + 2000)
+    });
+    fleet.workers[workers[0]].signal("KILL");
+    fleet.workers[workers[0]].wait_exit(Duration::from_secs(5));
+    fleet.until(Duration::from_secs(20), "three more ticks", |f| {
+        fired_through(f, first + 5000)
+    });
+    let pause = fleet.jobfleet(&["schedule", "pause", "beat"]);
+    assert!(pause.stdout.contains("schedule beat paused"), "{}", pause.stdout);
+    let last = schedule(&fleet)["last_ms"].as_u64().unwrap();
+
+    // Every tick from the first to the last fired, once.
+    let ticks: Vec<String> = (first..=last)
+        .step_by(1000)
+        .map(|t| format!("beat@{t}"))
+        .collect();
+    let mut args = vec!["wait", "--timeout", "30s"];
+    args.extend(ticks.iter().map(String::as_str));
+    let wait = fleet.jobfleet(&args);
+    assert_eq!(wait.code, 0, "{}", wait.stderr);
+    assert_eq!(fleet.queue_stats("default")["submitted"], ticks.len() as u64);
+    let listed = fleet.jobfleet(&["schedule", "list"]);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("beat") && l.contains("paused")),
+        "{}",
+        listed.stdout
+    );
+
+    // Hours of ticks missed while nothing ran fire once.
+    let hourly = fleet.jobfleet(&["schedule", "add", "hourly", "noop", "--every", "1h"]);
+    assert_eq!(hourly.code, 0, "{}", hourly.stderr);
+    for w in &workers[1..] {
+        fleet.workers[*w].signal("KILL");
+        fleet.workers[*w].wait_exit(Duration::from_secs(5));
+    }
+    let next = fleet
+        .jobfleet(&["schedule", "list", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "hourly")
+        .unwrap()["next_ms"]
+        .as_u64()
+        .unwrap();
+    let missed = next - 5 * 3_600_000;
+    let key = format!("{}:{{default}}:schedule_next", fleet.prefix);
+    fleet.cmd_at(&key, &format!("ZADD {key} {missed} hourly"));
+    fleet.start_worker(&[]);
+    let id = format!("hourly@{missed}");
+    fleet.until(Duration::from_secs(20), "the missed tick's job", |f| {
+        f.jobfleet(&["status", &id]).code == 0
+    });
+    let wait = fleet.jobfleet(&["wait", &id, "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}", wait.stderr);
+    let hourly = fleet
+        .jobfleet(&["schedule", "list", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "hourly")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        hourly["next_ms"].as_u64(),
+        Some(next),
+        "the next tick after now: {hourly}"
+    );
+    assert_eq!(
+        fleet.queue_stats("default")["submitted"],
+        ticks.len() as u64 + 1,
+        "one job for five missed ticks"
+    );
+}

@@ -103,6 +103,8 @@ enum Command {
     Dead(cmd::dead::Args),
     /// Manage whole queues.
     Queue(cmd::queue::Args),
+    /// Jobs the fleet submits on a cron expression or at an interval.
+    Schedule(cmd::schedule::Args),
     /// The wire protocol, for producers in other languages.
     Protocol(cmd::protocol::Args),
     /// Serve the live web dashboard.
@@ -210,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Workers(args) => cmd::stats::workers(&target, args).await,
         Command::Dead(args) => cmd::dead::run(&target, args).await,
         Command::Queue(args) => cmd::queue::run(&target, args).await,
+        Command::Schedule(args) => cmd::schedule::run(&target, args).await,
         Command::Protocol(args) => cmd::protocol::run(args),
         Command::Dashboard(args) => cmd::dashboard::run(&target, args).await,
         Command::Completions { shell } => {

@@ -54,6 +54,10 @@ pub enum Error {
     /// A task name that is empty or too long.
     #[error("invalid task name {0:?}: use 1 to 200 characters")]
     InvalidTaskName(String),
+    /// A schedule that cannot be used: its name, its cron expression, its
+    /// time zone or its interval.
+    #[error("{0}")]
+    InvalidSchedule(String),
     /// A progress fraction outside 0 to 1 (or not a number).
     #[error("progress {0} is not a fraction from 0 to 1")]
     InvalidProgress(f64),

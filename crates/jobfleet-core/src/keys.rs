@@ -35,6 +35,12 @@ pub struct QueueKeys {
     /// HASH of the shard's settings: `shards` (shard 0's only) and `paused`
     /// (every shard's: when the queue was paused, Redis ms).
     pub meta: String,
+    /// HASH schedule name -> schedule JSON (shard 0's only).
+    pub schedules: String,
+    /// ZSET schedule name -> its next tick (Redis ms); paused ones are absent.
+    pub schedule_next: String,
+    /// HASH schedule name -> the tick it fired last (Redis ms).
+    pub schedule_last: String,
     /// SET of the tasks whose jobs are parked on this shard, each in the
     /// LIST `<parked>:<task>`: jobs a worker that lacks the task passed on.
     pub parked: String,
@@ -59,6 +65,9 @@ impl QueueKeys {
         QueueKeys {
             meta: format!("{base}:meta"),
             parked: format!("{base}:parked"),
+            schedules: format!("{base}:schedules"),
+            schedule_next: format!("{base}:schedule_next"),
+            schedule_last: format!("{base}:schedule_last"),
             pending: format!("{base}:pending"),
             scheduled: format!("{base}:scheduled"),
             dead: format!("{base}:dead"),

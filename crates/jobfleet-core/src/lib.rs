@@ -40,6 +40,7 @@ pub mod event;
 pub mod job;
 pub mod keys;
 pub mod queue;
+pub mod schedule;
 pub mod scripts;
 pub mod task;
 pub mod trace;
@@ -61,5 +62,6 @@ pub use queue::admin::{Filter, Swept};
 pub use queue::{
     CancelOutcome, FailKind, FailOutcome, MAX_SHARDS, Queue, QueueStats, Recovered, Submitted, shard_of,
 };
+pub use schedule::{Schedule, ScheduleState, When};
 pub use task::{Handle, Task};
 pub use trace::TraceContext;

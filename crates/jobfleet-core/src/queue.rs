@@ -1,6 +1,7 @@
 //! [`Queue`]: one queue's transitions, each a single Lua script call.
 
 pub mod admin;
+pub mod schedules;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -71,6 +71,8 @@ scripts! {
     CANCEL => "cancel.lua",
     CANCEL_WHERE => "cancel_where.lua",
     PROGRESS => "progress.lua",
+    SCHEDULES_DUE => "schedules_due.lua",
+    SCHEDULE_FIRE => "schedule_fire.lua",
     REQUEUE => "requeue.lua",
     RECONCILE => "reconcile.lua",
     DEAD_RETRY => "dead_retry.lua",

@@ -967,3 +967,97 @@ async fn progress_is_recorded_and_published_only_for_the_worker_holding_the_job(
     let job = q.status(&id).await.unwrap().unwrap();
     assert_eq!((job.state, job.progress), (JobState::Pending, Some(0.5)));
 }
+
+#[tokio::test]
+async fn a_due_schedule_fires_once_whatever_the_number_of_workers_and_missed_ticks_fire_once() {
+    let (server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    q.set_shards(2).await.unwrap();
+    let schedule = jobfleet_core::Schedule {
+        name: "beat".into(),
+        when: jobfleet_core::When::every(Duration::from_secs(3600)).unwrap(),
+        task: "echo".into(),
+        payload: json!({"tick": true}),
+        max_attempts: 2,
+        timeout_ms: 5000,
+        paused: false,
+    };
+    assert!(q.schedule_add(&schedule).await.unwrap());
+    let added = q.schedule("beat").await.unwrap().unwrap();
+    let first = added.next_ms.unwrap();
+    let now = client.redis_time_ms().await.unwrap();
+    assert!(
+        (now + 3_599_000..=now + 3_600_000).contains(&first),
+        "{first} vs {now}"
+    );
+    assert_eq!(q.fire_due_schedules().await.unwrap(), 0, "not due yet");
+
+    // Five ticks were missed (as if no worker ran for five hours).
+    let missed = first - 5 * 3_600_000;
+    let next_key = q.keys().schedule_next.clone();
+    server.cmd(&format!("ZADD {next_key} {missed} beat"));
+    // Three workers look at once: one tick fires, once.
+    let workers: Vec<Client> =
+        futures_util::future::join_all((0..3).map(|_| client_with(&server, Policy::default()))).await;
+    let fired = futures_util::future::join_all(
+        workers
+            .iter()
+            .map(|c| async move { c.queue("default").unwrap().fire_due_schedules().await.unwrap() }),
+    )
+    .await;
+    assert_eq!(fired.iter().sum::<u64>(), 1, "{fired:?}");
+    let id = format!("beat@{missed}");
+    let job = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.task.as_str(), job.max_attempts),
+        (JobState::Pending, "echo", 2)
+    );
+    assert_eq!(job.payload, json!({"tick": true}));
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.submitted), (1, 1));
+    let state = q.schedule("beat").await.unwrap().unwrap();
+    assert_eq!(
+        state.next_ms,
+        Some(first),
+        "on from the next tick after now, in phase"
+    );
+    assert_eq!(state.last_job.as_deref(), Some(id.as_str()));
+
+    // Paused: no tick fires; resumed: from the next tick after now.
+    assert!(q.schedule_set_paused("beat", true).await.unwrap());
+    assert!(
+        !q.schedule_set_paused("beat", true).await.unwrap(),
+        "already paused"
+    );
+    assert_eq!(q.schedule("beat").await.unwrap().unwrap().next_ms, None);
+    server.cmd(&format!("ZADD {next_key} {missed} beat"));
+    assert_eq!(
+        q.fire_due_schedules().await.unwrap(),
+        0,
+        "a paused schedule never fires"
+    );
+    assert!(q.schedule_set_paused("beat", false).await.unwrap());
+    let resumed = q.schedule("beat").await.unwrap().unwrap().next_ms.unwrap();
+    assert!(resumed > client.redis_time_ms().await.unwrap());
+    assert_eq!(q.stats().await.unwrap().submitted, 1);
+    assert!(q.schedule_remove("beat").await.unwrap());
+    assert!(!q.schedule_remove("beat").await.unwrap());
+    assert_eq!(q.fire_due_schedules().await.unwrap(), 0);
+    assert!(q.schedules().await.unwrap().is_empty());
+
+    // A cron schedule in a time zone.
+    let cron = jobfleet_core::Schedule {
+        name: "morning".into(),
+        when: jobfleet_core::When::cron("0 8 * * *", Some("Europe/Paris")).unwrap(),
+        ..schedule
+    };
+    q.schedule_add(&cron).await.unwrap();
+    let next = q.schedule("morning").await.unwrap().unwrap().next_ms.unwrap();
+    assert_eq!(next % 60_000, 0);
+    assert_eq!(
+        Some(next),
+        cron.when
+            .next_after(client.redis_time_ms().await.unwrap())
+            .unwrap()
+    );
+}

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod protocol;
 pub mod queue;
+pub mod schedule;
 pub mod stats;
 pub mod submit;
 pub mod thumbnail;
