@@ -13,6 +13,9 @@ use crate::job::validate_task_name;
 use crate::schedule::{Schedule, ScheduleState, When, tick_job_id, validate_schedule_name};
 use crate::scripts;
 
+/// Schedule name -> a tick (Redis ms).
+type Ticks = HashMap<String, u64>;
+
 /// Due schedules fired per call.
 const FIRE_BATCH: usize = 100;
 
@@ -83,9 +86,9 @@ impl Queue {
         pipe.hgetall(&base.keys.schedules)
             .zrange_withscores(&base.keys.schedule_next, 0, -1)
             .hgetall(&base.keys.schedule_last);
-        let (specs, next, last): (HashMap<String, String>, Vec<(String, u64)>, HashMap<String, u64>) =
+        let (specs, next, last): (HashMap<String, String>, Vec<(String, u64)>, Ticks) =
             pipe.query_async(&mut self.client.conn()).await?;
-        let next: HashMap<String, u64> = next.into_iter().collect();
+        let next: Ticks = next.into_iter().collect();
         let mut out: Vec<ScheduleState> = specs
             .into_iter()
             .filter_map(|(name, json)| {
