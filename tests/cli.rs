@@ -1265,3 +1265,60 @@ fn a_schedule_fires_each_tick_once_across_workers_through_a_sigkill_and_missed_t
         "one job for five missed ticks"
     );
 }
+
+#[test]
+fn a_concurrency_limit_holds_fleet_wide_through_a_sigkill() {
+    let mut fleet = Fleet::new();
+    let limit = fleet.jobfleet(&["queue", "limit", "default", "--concurrency", "2"]);
+    assert_eq!(limit.code, 0, "{}", limit.stderr);
+    assert!(
+        limit.stdout.contains("at most 2 running at once"),
+        "{}",
+        limit.stdout
+    );
+    let victim = fleet.start_worker(&["--concurrency", "4"]);
+    fleet.start_worker(&["--concurrency", "4"]);
+    let ids = fleet.submit_lines("sleep", &lines(8, |_| r#"{"ms": 700}"#.into()), &[]);
+    let peak = std::cell::Cell::new(0u64);
+    fleet.until(Duration::from_secs(20), "the victim to run a job", |f| {
+        let active = f.queue_stats("default")["active"].as_u64().unwrap_or(0);
+        peak.set(peak.get().max(active));
+        let running: Vec<serde_json::Value> = f
+            .jobfleet(&["jobs", "default", "--state", "active", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .clone();
+        let pid = format!("-{}-", f.workers[victim].pid());
+        running
+            .iter()
+            .any(|j| j["worker"].as_str().unwrap_or("").contains(&pid))
+    });
+    fleet.workers[victim].signal("KILL");
+    fleet.workers[victim].wait_exit(Duration::from_secs(5));
+    let mut args = vec!["wait", "--timeout", "60s"];
+    args.extend(ids.iter().map(String::as_str));
+    let waiting = fleet.spawn_jobfleet(&args, "");
+    fleet.until(Duration::from_secs(60), "every job to finish", |f| {
+        let q = f.queue_stats("default");
+        peak.set(peak.get().max(q["active"].as_u64().unwrap_or(0)));
+        q["completed"].as_u64() == Some(8)
+    });
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(peak.get() <= 2, "at most 2 ran at once, saw {}", peak.get());
+    assert!(fleet.queue_stats("default")["recovered"].as_u64() >= Some(1));
+    let show = fleet.jobfleet(&["queue", "show", "default"]);
+    assert!(
+        show.stdout.contains("limits     at most 2 running at once"),
+        "{}",
+        show.stdout
+    );
+    let clear = fleet.jobfleet(&["queue", "limit", "default", "--clear"]);
+    assert!(clear.stdout.contains("no limits"), "{}", clear.stdout);
+}

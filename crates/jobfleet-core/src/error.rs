@@ -58,6 +58,9 @@ pub enum Error {
     /// time zone or its interval.
     #[error("{0}")]
     InvalidSchedule(String),
+    /// A queue limit that cannot be set.
+    #[error("{0}")]
+    InvalidLimit(String),
     /// A progress fraction outside 0 to 1 (or not a number).
     #[error("progress {0} is not a fraction from 0 to 1")]
     InvalidProgress(f64),

@@ -58,7 +58,7 @@ pub use job::{
     Job, JobSpec, JobState, MAX_DELAY, new_job_id, validate_job_id, validate_queue_name, validate_task_name,
 };
 pub use keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
-pub use queue::admin::{Filter, Swept};
+pub use queue::admin::{Filter, Limits, Swept};
 pub use queue::{
     CancelOutcome, FailKind, FailOutcome, MAX_SHARDS, Queue, QueueStats, Recovered, Submitted, shard_of,
 };

@@ -149,7 +149,7 @@ pub struct Recovered {
 }
 
 /// A queue's sizes and counters (the `stats --json` shape).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct QueueStats {
     /// Queue name.
     pub name: String,
@@ -180,6 +180,13 @@ pub struct QueueStats {
     pub oldest_pending_ms: u64,
     /// Paused: no worker claims from it (see [`Queue::pause`]).
     pub paused: bool,
+    /// The cap on jobs running at once, summed over the shards (see
+    /// [`Queue::set_limits`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u64>,
+    /// The most jobs started per second, summed over the shards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
     /// Pending jobs a worker passed on because it does not run their task,
     /// by task (counted in `pending` too): they wait for a worker that
     /// does (see [`FleetStats::unserved`](crate::FleetStats::unserved)).
@@ -778,6 +785,12 @@ impl Queue {
             total.workers = total.workers.max(s.workers);
             total.oldest_pending_ms = total.oldest_pending_ms.max(s.oldest_pending_ms);
             total.paused |= s.paused;
+            if let Some(c) = s.concurrency_limit {
+                *total.concurrency_limit.get_or_insert(0) += c;
+            }
+            if let Some(r) = s.rate_limit {
+                *total.rate_limit.get_or_insert(0.0) += r;
+            }
             for (task, n) in &s.parked {
                 *total.parked.entry(task.clone()).or_default() += n;
             }
@@ -821,6 +834,10 @@ impl Queue {
             ..QueueStats::default()
         };
         while let (Some(field), Some(value)) = (fields.next(), fields.next()) {
+            if field == "limit:rate" {
+                stats.rate_limit = value.parse().ok();
+                continue;
+            }
             let value = value.parse().unwrap_or(0);
             if let Some(task) = field.strip_prefix("parked:") {
                 stats.parked.insert(task.to_string(), value);
@@ -828,6 +845,7 @@ impl Queue {
             }
             match field.as_str() {
                 "paused" => stats.paused = true,
+                "limit:concurrency" => stats.concurrency_limit = Some(value),
                 "completed" => stats.completed = value,
                 "failed" => stats.failed = value,
                 "retried" => stats.retried = value,
@@ -956,6 +974,7 @@ impl crate::worker_protocol::WorkerProtocol for Queue {
             .arg(&self.keys.notify)
             .arg(&self.keys.meta)
             .arg(&self.keys.parked)
+            .arg(&self.keys.processing_prefix)
             .arg(tasks)
             .invoke_async(&mut self.client.conn())
             .await?;

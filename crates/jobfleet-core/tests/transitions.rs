@@ -1061,3 +1061,66 @@ async fn a_due_schedule_fires_once_whatever_the_number_of_workers_and_missed_tic
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn concurrency_and_rate_limits_hold_across_workers() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    q.submit_batch(&(0..50).map(echo).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    for w in ["w1", "w2"] {
+        q.heartbeat(w, true).await.unwrap();
+    }
+    q.set_limits(jobfleet_core::Limits {
+        concurrency: Some(3),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.concurrency_limit, stats.rate_limit), (Some(3), None));
+    let first = q.claim("w1", 10).await.unwrap();
+    assert_eq!(first.len(), 3, "capped at 3");
+    assert!(
+        q.claim("w2", 10).await.unwrap().is_empty(),
+        "fleet-wide: w1 holds all 3"
+    );
+    q.ack("w1", &[(first[0].id.clone(), "null".into())])
+        .await
+        .unwrap();
+    assert_eq!(q.claim("w2", 10).await.unwrap().len(), 1, "one slot came free");
+
+    // A worker declared dead still counts until its jobs are handed back.
+    assert_eq!(q.recover(Duration::ZERO).await.unwrap().requeued, 3);
+    for w in ["w1", "w2"] {
+        q.heartbeat(w, true).await.unwrap();
+    }
+    assert_eq!(q.claim("w2", 10).await.unwrap().len(), 3);
+
+    // A rate of 2 per second with a burst of 4: four at once, then none.
+    let held = q.stats().await.unwrap().active;
+    q.set_limits(jobfleet_core::Limits {
+        rate: Some(2.0),
+        burst: Some(4.0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(q.claim("w1", 10).await.unwrap().len(), 4);
+    assert!(q.claim("w1", 10).await.unwrap().len() <= 1, "the bucket is empty");
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.concurrency_limit, stats.rate_limit), (None, Some(2.0)));
+    assert!(stats.active >= held + 4);
+
+    q.set_limits(jobfleet_core::Limits::default()).await.unwrap();
+    assert!(q.claim("w1", 100).await.unwrap().len() >= 30, "lifted");
+    assert!(matches!(
+        q.set_limits(jobfleet_core::Limits {
+            concurrency: Some(0),
+            ..Default::default()
+        })
+        .await,
+        Err(Error::InvalidLimit(_))
+    ));
+}

@@ -52,6 +52,25 @@ enum Action {
         /// The queue.
         name: String,
     },
+    /// Limit a queue fleet-wide: how many of its jobs run at once (--concurrency) and how many
+    /// start per second (--rate, a token bucket). Every claim enforces them from the next one on;
+    /// options not given are lifted. Without any option (or with --clear): no limits.
+    Limit {
+        /// The queue.
+        name: String,
+        /// The most jobs running at once, across every worker.
+        #[arg(long)]
+        concurrency: Option<u64>,
+        /// The most jobs started per second: 100/s, 300/m, 10/h, or a number per second.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// How many may start at once after a quiet spell [default: one second's worth of --rate].
+        #[arg(long, requires = "rate")]
+        burst: Option<f64>,
+        /// Lift every limit.
+        #[arg(long, conflicts_with_all = ["concurrency", "rate"])]
+        clear: bool,
+    },
     /// Cancel every waiting job of a queue (pending and scheduled; running jobs finish). The
     /// jobs end `cancelled` with the error `purged`, so waiters see them end. Asks first
     /// unless --yes.
@@ -123,6 +142,23 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                     eprintln!("warning: {unserved}");
                 }
             }
+        }
+        Action::Limit {
+            name,
+            concurrency,
+            rate,
+            burst,
+            clear: _,
+        } => {
+            jobfleet_core::validate_queue_name(&name)?;
+            let client = target.connect().await?;
+            let limits = jobfleet_core::Limits {
+                concurrency,
+                rate,
+                burst,
+            };
+            client.queue(&name)?.set_limits(limits).await?;
+            outln!("queue {name}: {}", describe_limits(concurrency, rate))?;
         }
         Action::Pause { name } => {
             jobfleet_core::validate_queue_name(&name)?;
@@ -205,6 +241,12 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
                 if stats.pending > 0 {
                     outln!("  oldest     {}", duration_ms(stats.oldest_pending_ms))?;
                 }
+                if stats.concurrency_limit.is_some() || stats.rate_limit.is_some() {
+                    outln!(
+                        "  limits     {}",
+                        describe_limits(stats.concurrency_limit, stats.rate_limit)
+                    )?;
+                }
                 for (task, n) in &stats.parked {
                     outln!("  waiting for a worker that runs {task}: {n}")?;
                 }
@@ -230,4 +272,45 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
         }
     }
     Ok(Outcome::Success)
+}
+
+/// "at most 10 running, 100 started per second", or "no limits".
+fn describe_limits(concurrency: Option<u64>, rate: Option<f64>) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = concurrency {
+        parts.push(format!("at most {c} running at once"));
+    }
+    if let Some(r) = rate {
+        parts.push(format!(
+            "at most {} started per second",
+            (r * 1000.0).round() / 1000.0
+        ));
+    }
+    if parts.is_empty() {
+        "no limits".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A rate: `100/s`, `300/m`, `10/h`, or a number per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let (n, per) = match text.split_once('/') {
+        Some((n, unit)) => (
+            n,
+            match unit {
+                "s" | "sec" | "second" => 1.0,
+                "m" | "min" | "minute" => 60.0,
+                "h" | "hour" => 3600.0,
+                _ => return Err(format!("unknown unit {unit:?}: use /s, /m or /h")),
+            },
+        ),
+        None => (text, 1.0),
+    };
+    match n.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(n / per),
+        _ => Err(format!(
+            "{text:?} is not a rate: use a number above 0, as in 100/s"
+        )),
+    }
 }

@@ -319,3 +319,51 @@ enum Order {
     /// A ZSET by descending score.
     Highest,
 }
+
+/// Fleet-wide flow control of a queue (see [`Queue::set_limits`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// The most jobs of the queue running at once.
+    pub concurrency: Option<u64>,
+    /// The most jobs started per second (a token bucket).
+    pub rate: Option<f64>,
+    /// How many may start at once after a quiet spell [default: one
+    /// second's worth of `rate`].
+    pub burst: Option<f64>,
+}
+
+impl Queue {
+    /// Sets the queue's limits, enforced by every claim fleet-wide from the
+    /// next one on; `None` fields are removed. On a queue of N shards each
+    /// shard gets 1/N of each limit (the concurrency rounded up).
+    pub async fn set_limits(&self, limits: Limits) -> Result<()> {
+        if limits.concurrency == Some(0) || limits.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(Error::InvalidLimit(
+                "a concurrency or rate limit must be above 0 (clear it to lift it)".into(),
+            ));
+        }
+        if limits.burst.is_some_and(|b| !(b >= 1.0 && b.is_finite())) {
+            return Err(Error::InvalidLimit("--burst must be at least 1".into()));
+        }
+        let shards = self.shards().await?;
+        let n = shards.len() as u64;
+        for shard in &shards {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            pipe.hdel(
+                &shard.keys.meta,
+                &["concurrency", "rate", "burst", "tokens", "tokens_ms"],
+            );
+            if let Some(c) = limits.concurrency {
+                pipe.hset(&shard.keys.meta, "concurrency", c.div_ceil(n));
+            }
+            if let Some(r) = limits.rate {
+                pipe.hset(&shard.keys.meta, "rate", r / n as f64);
+                let burst = limits.burst.unwrap_or(r) / n as f64;
+                pipe.hset(&shard.keys.meta, "burst", burst.max(1.0));
+            }
+            let _: () = pipe.query_async(&mut self.client.conn()).await?;
+        }
+        Ok(())
+    }
+}

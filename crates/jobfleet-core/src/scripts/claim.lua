@@ -14,9 +14,10 @@
 -- ARGV[8]  dead retention, s   ARGV[9]  dead set max count
 -- ARGV[10] dead set max age, ms
 -- ARGV[11] notify channel
--- ARGV[12] meta HASH of this shard (field `paused`)
+-- ARGV[12] meta HASH of this shard (fields `paused`, and the limits below)
 -- ARGV[13] parked SET: tasks with a parked LIST (`<ARGV[13]>:<task>`)
--- ARGV[14..] the tasks this worker runs (none given: it runs any task)
+-- ARGV[14] processing list key prefix
+-- ARGV[15..] the tasks this worker runs (none given: it runs any task)
 --
 -- The meta and parked keys are passed in ARGV, not KEYS, as the job keys
 -- are: they usually do not exist, and a Cluster turns a script away
@@ -28,6 +29,12 @@
 -- must re-register under a fresh id, so nothing is claimed.
 -- A paused queue (`paused` in the shard's meta) gives nothing: its jobs
 -- stay where they are until it is resumed.
+--
+-- Limits, in the same meta HASH (read in the same one call as `paused`):
+-- `concurrency` caps the jobs the shard's live workers hold at once (the
+-- processing lists of the workers in the set are counted, only when the
+-- cap is set); `rate` (jobs per second) with `burst` is a token bucket,
+-- `tokens` and `tokens_ms` its state, taken from by each claim.
 --
 -- Routing: a pending job whose task this worker does not run is not
 -- claimed but parked, still `pending`, in the task's parked list, and the
@@ -69,16 +76,35 @@ end
 local now_n = now_ms()
 local now = tostring(now_n)
 redis.call('ZADD', KEYS[3], now, ARGV[1])
-if redis.pcall('HEXISTS', ARGV[12], 'paused') == 1 then
+local meta = redis.pcall('HMGET', ARGV[12], 'paused', 'concurrency', 'rate', 'burst', 'tokens', 'tokens_ms')
+if type(meta) ~= 'table' or meta.err then meta = {} end
+if meta[1] then
   return {'ok'}
 end
 local tasks = nil
-if #ARGV > 13 then
+if #ARGV > 14 then
   tasks = {}
-  for i = 14, #ARGV do tasks[ARGV[i]] = true end
+  for i = 15, #ARGV do tasks[ARGV[i]] = true end
 end
 local moving = CLUSTER and not here(ARGV[3] .. ' no such job', ARGV[3])
 local want = tonumber(ARGV[2])
+if meta[2] then
+  local held = 0
+  for _, worker in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    held = held + redis.call('LLEN', ARGV[14] .. worker)
+  end
+  want = math.min(want, tonumber(meta[2]) - held)
+end
+local rate = tonumber(meta[3])
+local tokens = nil
+if rate then
+  local burst = tonumber(meta[4]) or rate
+  tokens = math.min(burst, (tonumber(meta[5]) or burst) + since(now_n, meta[6] or now_n) * rate / 1000)
+  want = math.min(want, math.floor(tokens))
+end
+if want <= 0 then
+  return {'ok'}
+end
 local budget = want + 1000
 local limit = tonumber(ARGV[4])
 local out = {'ok'}
@@ -175,4 +201,7 @@ end
 if orphaned > 0 then redis.call('HINCRBY', KEYS[4], 'orphaned', orphaned) end
 if skipped_cancelled > 0 then redis.call('HINCRBY', KEYS[4], 'pending_cancelled', -skipped_cancelled) end
 if parked > 0 then redis.call(PUBLISH, ARGV[11], parked) end
+if tokens then
+  redis.pcall('HSET', ARGV[12], 'tokens', tostring(tokens - #claimed), 'tokens_ms', now)
+end
 return out

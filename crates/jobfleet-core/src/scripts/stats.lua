@@ -20,7 +20,8 @@
 -- included. 0 when nothing is pending.
 -- Returns {pending, scheduled, dead, active, workers, oldest, then the
 -- stats HASH as field, value pairs, then `parked:<task>`, length pairs for
--- each parked list, and `paused`, <when> if the queue is paused}.
+-- each parked list, `paused`, <when> if the queue is paused, and
+-- `limit:concurrency` and `limit:rate` when set}.
 
 local active = 0
 local workers = redis.call('ZRANGE', KEYS[4], 0, -1)
@@ -63,9 +64,13 @@ local out = {
 }
 for _, v in ipairs(redis.call('HGETALL', KEYS[5])) do out[#out + 1] = v end
 for _, v in ipairs(parked) do out[#out + 1] = v end
-local paused = redis.pcall('HGET', ARGV[3], 'paused')
-if type(paused) == 'string' then
-  out[#out + 1] = 'paused'
-  out[#out + 1] = paused
+local meta = redis.pcall('HMGET', ARGV[3], 'paused', 'concurrency', 'rate')
+if type(meta) == 'table' and not meta.err then
+  for i, field in ipairs({'paused', 'limit:concurrency', 'limit:rate'}) do
+    if meta[i] then
+      out[#out + 1] = field
+      out[#out + 1] = meta[i]
+    end
+  end
 end
 return out
