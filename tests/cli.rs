@@ -1322,3 +1322,63 @@ fn a_concurrency_limit_holds_fleet_wide_through_a_sigkill() {
     let clear = fleet.jobfleet(&["queue", "limit", "default", "--clear"]);
     assert!(clear.stdout.contains("no limits"), "{}", clear.stdout);
 }
+
+#[test]
+fn a_unique_job_stays_one_job_through_a_sigkill_and_debounce_keeps_the_latest_payload() {
+    let mut fleet = Fleet::new();
+    let victim = fleet.start_worker(&[]);
+    let submit = |f: &Fleet, extra: &[&str]| {
+        let mut args = vec!["submit", "sleep", r#"{"ms": 3000}"#, "--unique-for", "10m"];
+        args.extend_from_slice(extra);
+        let run = f.jobfleet(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        (run.stdout.trim().to_string(), run.stderr)
+    };
+    let (id, _) = submit(&fleet, &[]);
+    fleet.until(Duration::from_secs(20), "the victim to run the job", |f| {
+        f.queue_stats("default")["active"].as_u64() == Some(1)
+    });
+    let (again, said) = submit(&fleet, &[]);
+    assert_eq!(again, id);
+    assert!(
+        said.contains("with the same unique key is still pending or running"),
+        "{said}"
+    );
+    fleet.workers[victim].signal("KILL");
+    fleet.workers[victim].wait_exit(Duration::from_secs(5));
+    fleet.start_worker(&[]);
+    fleet.until(Duration::from_secs(20), "the job to be recovered", |f| {
+        f.queue_stats("default")["recovered"].as_u64() == Some(1)
+    });
+    assert_eq!(submit(&fleet, &[]).0, id, "recovered: still the one job");
+    assert_eq!(fleet.jobfleet(&["wait", &id, "--timeout", "30s"]).code, 0);
+    let (fresh, _) = submit(&fleet, &[]);
+    assert_ne!(fresh, id, "once it completed, a new job");
+    assert_eq!(fleet.queue_stats("default")["submitted"], 2);
+
+    let debounce = |n: u32| {
+        let payload = format!("{{\"n\": {n}}}");
+        let run = fleet.jobfleet(&[
+            "submit",
+            "echo",
+            &payload,
+            "--unique-key",
+            "reindex",
+            "--debounce",
+            "1s",
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout.trim().to_string()
+    };
+    let d = debounce(1);
+    assert_eq!(debounce(2), d);
+    assert_eq!(debounce(3), d);
+    let done = fleet.jobfleet(&["wait", &d, "--timeout", "30s", "--json"]);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let job = fleet.jobfleet(&["status", &d, "--json"]).json();
+    assert_eq!(
+        job["result"],
+        serde_json::json!({"n": 3}),
+        "the latest payload ran, once: {job}"
+    );
+}

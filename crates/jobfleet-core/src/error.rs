@@ -58,6 +58,9 @@ pub enum Error {
     /// time zone or its interval.
     #[error("{0}")]
     InvalidSchedule(String),
+    /// Uniqueness that cannot be used.
+    #[error("{0}")]
+    InvalidUnique(String),
     /// A queue limit that cannot be set.
     #[error("{0}")]
     InvalidLimit(String),

@@ -85,6 +85,15 @@ pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
 /// Redis stamps are unix ms in a double, so anything much larger would not
 /// be exact; the submit script refuses more too.
 pub const MAX_DELAY: Duration = Duration::from_millis(3_155_760_000_000);
+/// How long a unique key's lock holds when only a key or a debounce is given.
+pub const DEFAULT_UNIQUE_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// FNV-1a, 64 bit.
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// A job to submit.
 #[derive(Debug, Clone)]
@@ -110,6 +119,22 @@ pub struct JobSpec {
     /// A W3C trace context (`traceparent`): the worker's span for the job
     /// becomes its child.
     pub traceparent: Option<String>,
+    /// At most one live job per unique key (see [`JobSpec::unique_for`]).
+    pub unique: Option<Unique>,
+}
+
+/// A job's uniqueness: while a job of the same key is pending, scheduled or
+/// running, a submit gives that job's id instead of a new job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unique {
+    /// The key; `None`: the task and the payload (as JSON, keys sorted).
+    pub key: Option<String>,
+    /// The longest the lock holds, whatever the job's state (a safety net
+    /// for a job that never ends).
+    pub lock_for: Duration,
+    /// Debounce: the job runs this long after the last submit of its key,
+    /// each submit while it waits replacing its payload.
+    pub debounce: Option<Duration>,
 }
 
 impl JobSpec {
@@ -130,6 +155,7 @@ impl JobSpec {
             delay: Duration::ZERO,
             key_ttl: None,
             traceparent: None,
+            unique: None,
         }
     }
 
@@ -170,9 +196,72 @@ impl JobSpec {
         self
     }
 
-    /// Whether the submit script needs the long argument layout for it.
-    pub(crate) fn has_extras(&self) -> bool {
-        self.key_ttl.is_some_and(|t| !t.is_zero()) || self.traceparent.is_some()
+    /// Makes the job unique for `lock_for`: while a job of the same key
+    /// (the task and payload, or [`JobSpec::unique_key`]) is pending,
+    /// scheduled or running, submitting gives that job's id
+    /// ([`Submitted::created`](crate::Submitted) false) instead of a new job.
+    pub fn unique_for(mut self, lock_for: Duration) -> JobSpec {
+        let unique = self.unique.get_or_insert(Unique {
+            key: None,
+            lock_for,
+            debounce: None,
+        });
+        unique.lock_for = lock_for;
+        self
+    }
+
+    /// The unique key (implies [`JobSpec::unique_for`] of a day if not set).
+    pub fn unique_key(mut self, key: impl Into<String>) -> JobSpec {
+        self.unique
+            .get_or_insert(Unique {
+                key: None,
+                lock_for: DEFAULT_UNIQUE_FOR,
+                debounce: None,
+            })
+            .key = Some(key.into());
+        self
+    }
+
+    /// Debounces the job: it runs `window` after the last submit of its
+    /// unique key, and each submit while it still waits replaces its
+    /// payload (the latest wins) and restarts the window. Implies unique.
+    pub fn debounce(mut self, window: Duration) -> JobSpec {
+        self.unique
+            .get_or_insert(Unique {
+                key: None,
+                lock_for: DEFAULT_UNIQUE_FOR,
+                debounce: None,
+            })
+            .debounce = Some(window);
+        self.delay = window;
+        self
+    }
+
+    /// The unique key sent to Redis: the given one, or the task and a hash
+    /// of the payload with its object keys sorted.
+    pub(crate) fn unique_key_text(&self) -> Option<String> {
+        let unique = self.unique.as_ref()?;
+        Some(match &unique.key {
+            Some(key) => key.clone(),
+            None => {
+                let canonical = serde_json::from_str::<serde_json::Value>(&self.payload)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|_| self.payload.clone());
+                format!("{}:{:016x}", self.task, fnv1a_64(canonical.as_bytes()))
+            }
+        })
+    }
+
+    /// The submit script's layout for it: 6 values, 8 (key TTL, trace
+    /// context) or 11 (unique).
+    pub(crate) fn stride(&self) -> usize {
+        if self.unique.is_some() {
+            11
+        } else if self.key_ttl.is_some_and(|t| !t.is_zero()) || self.traceparent.is_some() {
+            8
+        } else {
+            6
+        }
     }
 
     /// `key_ttl` in whole seconds, rounded up ("0": none).
@@ -197,10 +286,22 @@ impl JobSpec {
             crate::trace::TraceContext::parse(tp)?;
         }
         let key_ttl = self.key_ttl.unwrap_or_default();
+        if let Some(unique) = &self.unique {
+            if let Some(key) = &unique.key
+                && (key.is_empty() || key.len() > 200)
+            {
+                return Err(Error::InvalidUnique("a unique key must be 1 to 200 bytes".into()));
+            }
+            if unique.lock_for.is_zero() {
+                return Err(Error::InvalidUnique("--unique-for must be above 0".into()));
+            }
+        }
+        let lock_for = self.unique.as_ref().map(|u| u.lock_for).unwrap_or_default();
         for (what, value) in [
             ("delay", self.delay),
             ("timeout", self.timeout),
             ("key TTL", key_ttl),
+            ("unique lock", lock_for),
         ] {
             if value > MAX_DELAY {
                 return Err(Error::DurationTooLong {

@@ -475,7 +475,11 @@ impl Queue {
         }
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); shards as usize];
         for (i, spec) in specs.iter().enumerate() {
-            let shard = home[i].unwrap_or_else(|| shard_of(spec.id.as_deref().unwrap_or(""), shards));
+            // A unique job goes where its key's lock is.
+            let placed_by = spec
+                .unique_key_text()
+                .unwrap_or_else(|| spec.id.clone().unwrap_or_default());
+            let shard = home[i].unwrap_or_else(|| shard_of(&placed_by, shards));
             by_shard[shard as usize].push(i);
         }
         let parts: Vec<(u32, Vec<usize>)> = by_shard
@@ -537,9 +541,9 @@ impl Queue {
                     .key(&self.keys.stats)
                     .key(&self.keys.dead)
                     .arg(&self.keys.notify);
-                // The long layout only when a job of the call needs it: no
+                // A longer layout only when a job of the call needs it: no
                 // extra bytes per job otherwise.
-                let long = specs.iter().any(JobSpec::has_extras);
+                let stride = specs.iter().map(JobSpec::stride).max().unwrap_or(6);
                 for (spec, id) in specs.iter().zip(ids) {
                     inv.key(self.keys.job(id))
                         .arg(id)
@@ -548,15 +552,25 @@ impl Queue {
                         .arg(spec.max_attempts)
                         .arg(spec.timeout.as_millis() as u64)
                         .arg(spec.delay.as_millis() as u64);
-                    if long {
+                    if stride >= 8 {
                         inv.arg(spec.key_ttl_secs())
                             .arg(spec.traceparent.as_deref().unwrap_or(""));
+                    }
+                    if stride == 11 {
+                        let unique = spec.unique.as_ref();
+                        inv.arg(spec.unique_key_text().unwrap_or_default())
+                            .arg(unique.map_or(0, |u| u.lock_for.as_millis() as u64))
+                            .arg(if unique.is_some_and(|u| u.debounce.is_some()) {
+                                "1"
+                            } else {
+                                "0"
+                            });
                     }
                 }
                 inv
             })
             .collect();
-        let calls = invocations.iter().map(|inv| self.client.write::<Vec<i64>>(inv));
+        let calls = invocations.iter().map(|inv| self.client.write::<Vec<Value>>(inv));
         let replies = try_join_all(calls).await?;
         let short = replies.iter().find_map(|(_, c)| match c {
             Confirmation::Short { reached } => Some(*reached),
@@ -571,14 +585,22 @@ impl Queue {
                 ids,
             });
         }
-        let created: Vec<i64> = replies.into_iter().flat_map(|(c, _)| c).collect();
+        let created: Vec<Value> = replies.into_iter().flat_map(|(c, _)| c).collect();
         if created.len() != ids.len() {
             return Err(Error::Protocol("submit returned a short reply".into()));
         }
+        // 1 created, 0 the id existed, or the id of the live job holding the
+        // unique key.
         Ok(ids
             .into_iter()
             .zip(created)
-            .map(|(id, c)| Submitted { id, created: c == 1 })
+            .map(|(id, c)| match c {
+                Value::Int(n) => Submitted { id, created: n == 1 },
+                other => Submitted {
+                    id: text(other),
+                    created: false,
+                },
+            })
             .collect())
     }
 

@@ -1124,3 +1124,72 @@ async fn concurrency_and_rate_limits_hold_across_workers() {
         Err(Error::InvalidLimit(_))
     ));
 }
+
+#[tokio::test]
+async fn a_unique_job_is_submitted_once_while_it_lives_and_a_debounced_one_takes_the_latest_payload() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    q.set_shards(3).await.unwrap();
+    let unique = |n: i64| echo(n).unique_for(Duration::from_secs(600));
+    let first = q.submit(unique(1)).await.unwrap();
+    assert!(first.created);
+    let again = q.submit(unique(1)).await.unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.created),
+        (first.id.as_str(), false),
+        "pending: the same job"
+    );
+    let other = q.submit(unique(2)).await.unwrap();
+    assert!(other.created, "another payload is another key");
+    let keyed = |n: i64| echo(n).unique_key("report-42");
+    let by_key = q.submit(keyed(7)).await.unwrap();
+    assert_eq!(
+        q.submit(keyed(8)).await.unwrap().id,
+        by_key.id,
+        "one job per given key, whatever the payload"
+    );
+
+    // Running: still the same job. Final: a new one.
+    let shards = q.shards().await.unwrap();
+    let mut claimed = Vec::new();
+    for s in &shards {
+        s.heartbeat("w", true).await.unwrap();
+        claimed.extend(
+            s.claim("w", 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| (s.clone(), j)),
+        );
+    }
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(
+        q.submit(unique(1)).await.unwrap().id,
+        first.id,
+        "running: the same job"
+    );
+    for (s, job) in &claimed {
+        s.ack("w", &[(job.id.clone(), "null".into())]).await.unwrap();
+    }
+    let after = q.submit(unique(1)).await.unwrap();
+    assert!(after.created && after.id != first.id, "completed: a new job");
+    assert_eq!(q.stats().await.unwrap().submitted, 4);
+
+    // Debounce: one job, run a window after the last submit, with the latest payload.
+    let debounced = |n: i64| echo(n).unique_key("reindex").debounce(Duration::from_secs(3600));
+    let d1 = q.submit(debounced(1)).await.unwrap();
+    let before = q.status(&d1.id).await.unwrap().unwrap().run_at_ms.unwrap();
+    let d2 = q.submit(debounced(2)).await.unwrap();
+    assert_eq!((d2.id.as_str(), d2.created), (d1.id.as_str(), false));
+    let job = q.status(&d1.id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.payload.clone()),
+        (JobState::Scheduled, json!({"n": 2}))
+    );
+    assert!(job.run_at_ms.unwrap() >= before, "the window restarted");
+    assert_eq!(q.stats().await.unwrap().scheduled, 1);
+    assert!(matches!(
+        q.submit(echo(1).unique_key("")).await,
+        Err(Error::InvalidUnique(_))
+    ));
+}

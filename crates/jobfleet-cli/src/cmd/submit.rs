@@ -55,6 +55,20 @@ pub struct Args {
     /// 24h) even when the workers' --keep-completed is shorter.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     key_ttl: Option<Duration>,
+    /// Unique: while a job of the same task and payload (or --unique-key) is
+    /// pending, scheduled or running, print its id instead of submitting
+    /// another. The lock holds at most this long (e.g. 10m).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    unique_for: Option<Duration>,
+    /// The unique key, instead of the task and payload (implies unique, for a
+    /// day unless --unique-for).
+    #[arg(long, value_name = "KEY")]
+    unique_key: Option<String>,
+    /// Debounce: the job runs this long after the last submit of its unique
+    /// key; a submit while it still waits replaces its payload and restarts
+    /// the wait (the latest payload wins). Implies unique.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", conflicts_with_all = ["delay", "at"])]
+    debounce: Option<Duration>,
     /// W3C trace context (00-<trace id>-<span id>-<flags>) stored on the job:
     /// the worker's span for it joins that trace.
     #[arg(long, env = "TRACEPARENT", value_name = "TRACEPARENT")]
@@ -108,8 +122,20 @@ pub async fn run(target: &Target, mut args: Args) -> anyhow::Result<Outcome> {
             anyhow::anyhow!("payload is not valid JSON: {e}; pass a JSON document such as '{{\"n\": 1}}'")
         })?;
         let spec = spec(&args, payload, args.key.clone());
+        let unique = spec.unique.is_some();
         let submitted = queue.submit(spec).await?;
-        if !submitted.created {
+        if !submitted.created && args.debounce.is_some() {
+            eprintln!(
+                "job {} was still waiting: its payload is replaced and it runs {} from now (debounce)",
+                submitted.id,
+                humantime::format_duration(args.debounce.unwrap_or_default())
+            );
+        } else if !submitted.created && unique && args.key.as_deref() != Some(submitted.id.as_str()) {
+            eprintln!(
+                "job {} with the same unique key is still pending or running: not submitted again",
+                submitted.id
+            );
+        } else if !submitted.created {
             eprintln!(
                 "job {} already exists: not submitted again (idempotency key)",
                 submitted.id
@@ -147,6 +173,15 @@ fn spec(args: &Args, payload: String, key: Option<String>) -> JobSpec {
     spec.id = key;
     spec.key_ttl = args.key_ttl;
     spec.traceparent = args.traceparent.clone();
+    if let Some(lock_for) = args.unique_for {
+        spec = spec.unique_for(lock_for);
+    }
+    if let Some(key) = &args.unique_key {
+        spec = spec.unique_key(key);
+    }
+    if let Some(window) = args.debounce {
+        spec = spec.debounce(window);
+    }
     spec
 }
 

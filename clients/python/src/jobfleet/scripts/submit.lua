@@ -190,6 +190,21 @@ end
 --                        key) holds that long whatever the retention ('0': the
 --                        retention alone)
 --           traceparent  a W3C trace context for the worker's span ('': none)
+--           or 11 values each, adding:
+--           unique_key   at most one live job per key ('': not unique)
+--           unique_ms    how long the key's lock holds at most, ms
+--           debounce     '1': the job waits delay_ms after the last submit
+--                        of its key, each submit replacing its payload
+--
+-- Unique: the lock is the STRING `P:{Q}:unique:<key>` (its prefix is the
+-- stats key's, `stats` replaced), holding the id of the job that took it.
+-- While that job is pending, scheduled or active, a submit of the key
+-- creates nothing and replies with that job's id. A debounced submit only
+-- finds a job still scheduled: it replaces that job's payload and moves
+-- its run-at to now + delay_ms (a job already running does not hold the
+-- key: the newer submit is a new job). Otherwise (no lock, or its job is final or gone) the job
+-- is created and takes the lock (PX unique_ms). Nothing is released when a
+-- job ends: the next submit reads the holder's state, so acks pay nothing.
 --
 -- Every job is checked before anything is written, so a bad one submits
 -- none: the id must be 1 to 200 bytes of UTF-8 without whitespace, the task
@@ -199,8 +214,9 @@ end
 --
 -- A job whose HASH already exists (same id: an idempotency key used twice)
 -- is left alone. A new job's id leaves the dead set: an entry there whose
--- record expired must never act on it. Returns one integer per job: 1
--- created, 0 already existed.
+-- record expired must never act on it. Returns one value per job: 1
+-- created, 0 already existed, or (unique) the id of the live job that
+-- holds the key.
 --
 -- Cost per job is what bounds throughput (Redis runs every script on one
 -- core): the ready ids go to pending in one LPUSH per batch, and `now` is
@@ -211,6 +227,7 @@ local MAX_DELAY_MS = 3155760000000
 local n = #KEYS - 4
 local stride = 6
 if n > 0 and #ARGV == 1 + n * 8 then stride = 8 end
+if n > 0 and #ARGV == 1 + n * 11 then stride = 11 end
 if #ARGV ~= 1 + n * stride then
   return redis.error_reply('ERR jobfleet: invalid job batch: ' .. n .. ' job keys but ' .. (#ARGV - 1) .. ' job arguments')
 end
@@ -231,10 +248,20 @@ for i = 1, n do
     end
   end
   if tonumber(ARGV[a + 5]) > MAX_DELAY_MS then return refuse(i, 'delay_ms is over 100 years') end
-  if stride == 8 and ARGV[a + 7] ~= '' and not string.find(ARGV[a + 7], '^%x%x%-%x+%-%x+%-%x%x$') then
+  if stride >= 8 and ARGV[a + 7] ~= '' and not string.find(ARGV[a + 7], '^%x%x%-%x+%-%x+%-%x%x$') then
     return refuse(i, 'traceparent must be a W3C trace context (00-<trace id>-<parent id>-<flags>)')
   end
+  if stride == 11 then
+    if #ARGV[a + 8] > 200 then return refuse(i, 'the unique key must be at most 200 bytes') end
+    if not string.find(ARGV[a + 9], '^%d+$') or #ARGV[a + 9] > 15 then
+      return refuse(i, 'unique_ms must be a decimal integer below 10^15')
+    end
+    if ARGV[a + 10] ~= '0' and ARGV[a + 10] ~= '1' then return refuse(i, "debounce must be '0' or '1'") end
+    if ARGV[a + 8] ~= '' and ARGV[a + 9] == '0' then return refuse(i, 'unique_ms must be above 0') end
+  end
 end
+local unique_prefix = string.sub(KEYS[3], 1, -6) .. 'unique:'
+local LIVE = {pending = true, scheduled = true, active = true}
 
 local now_n = now_ms()
 local now = tostring(now_n)
@@ -245,7 +272,30 @@ local any_dead = redis.call('ZCARD', KEYS[4]) > 0
 for i = 1, n do
   local key = KEYS[4 + i]
   local a = 2 + (i - 1) * stride
-  if redis.call('EXISTS', key) == 1 then
+  local lock, holder = nil, nil
+  if stride == 11 and ARGV[a + 8] ~= '' then
+    lock = unique_prefix .. ARGV[a + 8]
+    local held = redis.call('GET', lock)
+    if held then
+      local held_key = string.sub(key, 1, #key - #ARGV[a]) .. held
+      local state = redis.call('HGET', held_key, 'state')
+      if ARGV[a + 10] == '1' then
+        -- Debounced: only a job still waiting is replaced; once it runs,
+        -- a newer submit is a new job.
+        if state == 'scheduled' then
+          holder = held
+          local run_at = string.format('%d', now_n + tonumber(ARGV[a + 5]))
+          redis.call('HSET', held_key, 'payload', ARGV[a + 2], 'run_at_ms', run_at)
+          redis.call('ZADD', KEYS[2], 'XX', run_at, held)
+        end
+      elseif LIVE[state] then
+        holder = held
+      end
+    end
+  end
+  if holder then
+    created[i] = holder
+  elseif redis.call('EXISTS', key) == 1 then
     created[i] = 0
   else
     local id = ARGV[a]
@@ -259,9 +309,13 @@ for i = 1, n do
         'max_attempts', ARGV[a + 3], 'timeout_ms', ARGV[a + 4], 'created_ms', now)
       ready[#ready + 1] = id
     end
-    if stride == 8 then
+    if stride >= 8 then
       if ARGV[a + 6] ~= '0' then redis.call('HSET', key, 'key_ttl_s', ARGV[a + 6]) end
       if ARGV[a + 7] ~= '' then redis.call('HSET', key, 'traceparent', ARGV[a + 7]) end
+    end
+    if lock then
+      redis.call('SET', lock, id, 'PX', ARGV[a + 9])
+      redis.call('HSET', key, 'unique_key', ARGV[a + 8])
     end
     if any_dead then redis.call('ZREM', KEYS[4], id) end
     submitted = submitted + 1
