@@ -1382,3 +1382,64 @@ fn a_unique_job_stays_one_job_through_a_sigkill_and_debounce_keeps_the_latest_pa
         "the latest payload ran, once: {job}"
     );
 }
+
+#[test]
+fn a_batch_callback_runs_once_when_a_worker_is_killed_as_the_last_jobs_finish() {
+    let mut fleet = Fleet::new();
+    let victim = fleet.start_worker(&["--concurrency", "4"]);
+    fleet.start_worker(&["--concurrency", "4"]);
+    let input = lines(16, |i| format!("{{\"ms\": {}}}", 200 + (i % 4) * 100));
+    let run = fleet.jobfleet_stdin(
+        &["batch", "sleep", "--on-complete", "echo", r#"{"report": true}"#],
+        &input,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let id = run.stdout.trim().to_string();
+    assert!(
+        run.stderr
+            .contains(&format!("batch {id}: 16 jobs on queue default, then echo once")),
+        "{}",
+        run.stderr
+    );
+    let status = |f: &Fleet| f.jobfleet(&["batch", "status", &id, "--json"]).json();
+    fleet.until(Duration::from_secs(30), "most of the batch to complete", |f| {
+        status(f)["completed"].as_u64() >= Some(10)
+    });
+    fleet.workers[victim].signal("KILL");
+    fleet.workers[victim].wait_exit(Duration::from_secs(5));
+    fleet.start_worker(&[]);
+    let callback = format!("{id}:callback");
+    fleet.until(Duration::from_secs(30), "the callback job", |f| {
+        f.jobfleet(&["status", &callback]).code == 0
+    });
+    let wait = fleet.jobfleet(&["wait", &callback, "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}", wait.stderr);
+    let job = fleet.jobfleet(&["status", &callback, "--json"]).json();
+    assert_eq!(
+        job["result"],
+        serde_json::json!({"batch": id, "total": 16, "completed": 16, "dead": 0, "cancelled": 0, "data": {"report": true}}),
+        "{job}"
+    );
+    let done = status(&fleet);
+    assert_eq!(
+        (&done["finished"], &done["callback_id"]),
+        (&true.into(), &callback.clone().into()),
+        "{done}"
+    );
+    assert_eq!(
+        fleet.queue_stats("default")["submitted"],
+        17,
+        "sixteen jobs, one callback"
+    );
+    let shown = fleet.jobfleet(&["batch", "status", &id]);
+    assert!(shown.stdout.contains("finished   yes"), "{}", shown.stdout);
+    let bad = fleet.jobfleet_stdin(&["batch", "echo"], "{\"ok\": 1}\nnot json\n");
+    assert_eq!(bad.code, 3);
+    assert!(
+        bad.stderr.contains("line 2: payload is not valid JSON")
+            && bad.stderr.contains("nothing was submitted"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(fleet.queue_stats("default")["submitted"], 17);
+}

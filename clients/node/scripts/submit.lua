@@ -27,6 +27,9 @@ local PUBLISH = 'PUBLISH'
 --                     result the worker already serialized is not re-encoded.
 -- trim_dead(...)      enforces the dead set's caps (age, then count).
 -- bury(...)           moves a job to the dead set, then trims it.
+-- batch_fire(...)     once every job of a sealed batch is final, marks it
+--                     done and creates its callback job, exactly once.
+-- batch_done(...)     counts a batch job's final state, then batch_fire.
 -- end_cancelled(...)  ends a job cancelled, with its retention and event.
 -- hand_back(...)      puts a job whose attempt reached no outcome (graceful
 --                     hand-back, lost claim reply, rolled-back outcome, dead
@@ -122,7 +125,44 @@ end
 
 -- dead: the queue's dead ZSET; job_key: the job's HASH; retention_s: how long
 -- the dead record is kept; max_count/max_age_ms: the dead set's caps.
+-- base: a queue shard's key prefix (`P:{Q}:`), as job keys start. A batch
+-- is the HASH `<base>batch:<id>`: `total` once sealed, counts `completed`,
+-- `dead`, `cancelled`, and its callback (`callback_task`, `_payload`,
+-- `_max_attempts`, `_timeout_ms`). Its callback job `<id>:callback` gets the
+-- batch's id and counts, the given payload as `data`.
+local function batch_fire(base, bid, now)
+  local key = base .. 'batch:' .. bid
+  local b = redis.call('HMGET', key, 'total', 'completed', 'dead', 'cancelled', 'fired',
+    'callback_task', 'callback_payload', 'callback_max_attempts', 'callback_timeout_ms')
+  local total = tonumber(b[1])
+  if not total or b[5] then return end
+  local c, d, x = tonumber(b[2]) or 0, tonumber(b[3]) or 0, tonumber(b[4]) or 0
+  if c + d + x < total then return end
+  redis.call('HSET', key, 'fired', 1, 'finished_ms', now)
+  redis.call('EXPIRE', key, 7 * 24 * 3600)
+  if not b[6] then return end
+  local id = bid .. ':callback'
+  local job = base .. 'job:' .. id
+  if redis.call('EXISTS', job) == 1 then return end
+  local payload = '{"batch":' .. cjson.encode(bid) .. ',"total":' .. total .. ',"completed":' .. c ..
+    ',"dead":' .. d .. ',"cancelled":' .. x .. ',"data":' .. (b[7] or 'null') .. '}'
+  redis.call('HSET', job, 'task', b[6], 'payload', payload, 'state', 'pending',
+    'max_attempts', b[8] or '3', 'timeout_ms', b[9] or '30000', 'created_ms', now, 'batch_of', bid)
+  redis.call('HSET', key, 'callback_id', id)
+  redis.call('LPUSH', base .. 'pending', id)
+  redis.call('HINCRBY', base .. 'stats', 'submitted', 1)
+  redis.call(PUBLISH, base .. 'notify', 1)
+end
+
+-- field: 'completed', 'dead' or 'cancelled'.
+local function batch_done(base, bid, field, now)
+  redis.call('HINCRBY', base .. 'batch:' .. bid, field, 1)
+  batch_fire(base, bid, now)
+end
+
 local function bury(dead, stats, job_key, job_prefix, id, now, reason, retention_s, max_count, max_age_ms)
+  local batch = redis.call('HGET', job_key, 'batch')
+  if batch then batch_done(string.sub(job_prefix, 1, -5), batch, 'dead', now) end
   redis.call('ZADD', dead, now, id)
   redis.call('HSET', job_key, 'state', 'dead', 'error', reason, 'finished_ms', now)
   redis.call('HDEL', job_key, 'cancel')
@@ -142,6 +182,8 @@ end
 -- q: {stats, events, queue, retention}: the queue's stats HASH, events
 -- channel, name, and the cancelled retention (s).
 local function end_cancelled(q, key, id, task, attempt, worker, now, err)
+  local batch = redis.call('HGET', key, 'batch')
+  if batch then batch_done(string.sub(key, 1, #key - #id - 4), batch, 'cancelled', now) end
   if err then
     redis.call('HSET', key, 'state', 'cancelled', 'error', err, 'finished_ms', now)
   else
@@ -190,11 +232,13 @@ end
 --                        key) holds that long whatever the retention ('0': the
 --                        retention alone)
 --           traceparent  a W3C trace context for the worker's span ('': none)
---           or 11 values each, adding:
+--           or 12 values each, adding:
 --           unique_key   at most one live job per key ('': not unique)
 --           unique_ms    how long the key's lock holds at most, ms
 --           debounce     '1': the job waits delay_ms after the last submit
 --                        of its key, each submit replacing its payload
+--           batch        the batch it belongs to ('': none): its HASH
+--                        `P:{Q}:batch:<id>` must exist and not be sealed
 --
 -- Unique: the lock is the STRING `P:{Q}:unique:<key>` (its prefix is the
 -- stats key's, `stats` replaced), holding the id of the job that took it.
@@ -227,7 +271,7 @@ local MAX_DELAY_MS = 3155760000000
 local n = #KEYS - 4
 local stride = 6
 if n > 0 and #ARGV == 1 + n * 8 then stride = 8 end
-if n > 0 and #ARGV == 1 + n * 11 then stride = 11 end
+if n > 0 and #ARGV == 1 + n * 12 then stride = 12 end
 if #ARGV ~= 1 + n * stride then
   return redis.error_reply('ERR jobfleet: invalid job batch: ' .. n .. ' job keys but ' .. (#ARGV - 1) .. ' job arguments')
 end
@@ -251,13 +295,19 @@ for i = 1, n do
   if stride >= 8 and ARGV[a + 7] ~= '' and not string.find(ARGV[a + 7], '^%x%x%-%x+%-%x+%-%x%x$') then
     return refuse(i, 'traceparent must be a W3C trace context (00-<trace id>-<parent id>-<flags>)')
   end
-  if stride == 11 then
+  if stride == 12 then
     if #ARGV[a + 8] > 200 then return refuse(i, 'the unique key must be at most 200 bytes') end
     if not string.find(ARGV[a + 9], '^%d+$') or #ARGV[a + 9] > 15 then
       return refuse(i, 'unique_ms must be a decimal integer below 10^15')
     end
     if ARGV[a + 10] ~= '0' and ARGV[a + 10] ~= '1' then return refuse(i, "debounce must be '0' or '1'") end
     if ARGV[a + 8] ~= '' and ARGV[a + 9] == '0' then return refuse(i, 'unique_ms must be above 0') end
+    if ARGV[a + 11] ~= '' then
+      local batch = string.sub(KEYS[3], 1, -6) .. 'batch:' .. ARGV[a + 11]
+      if redis.call('EXISTS', batch) == 0 or redis.call('HEXISTS', batch, 'total') == 1 then
+        return refuse(i, 'batch ' .. ARGV[a + 11] .. ' is not open (never opened, sealed, or expired)')
+      end
+    end
   end
 end
 local unique_prefix = string.sub(KEYS[3], 1, -6) .. 'unique:'
@@ -273,7 +323,7 @@ for i = 1, n do
   local key = KEYS[4 + i]
   local a = 2 + (i - 1) * stride
   local lock, holder = nil, nil
-  if stride == 11 and ARGV[a + 8] ~= '' then
+  if stride == 12 and ARGV[a + 8] ~= '' then
     lock = unique_prefix .. ARGV[a + 8]
     local held = redis.call('GET', lock)
     if held then
@@ -317,6 +367,7 @@ for i = 1, n do
       redis.call('SET', lock, id, 'PX', ARGV[a + 9])
       redis.call('HSET', key, 'unique_key', ARGV[a + 8])
     end
+    if stride == 12 and ARGV[a + 11] ~= '' then redis.call('HSET', key, 'batch', ARGV[a + 11]) end
     if any_dead then redis.call('ZREM', KEYS[4], id) end
     submitted = submitted + 1
     created[i] = 1

@@ -82,6 +82,8 @@ struct Cli {
 enum Command {
     /// Submit one job, or one per line of stdin; print each job id.
     Submit(cmd::submit::Args),
+    /// Submit a batch: one job per line of stdin, and a callback job once they all ended.
+    Batch(cmd::batch::Args),
     /// Thumbnail image files and folders: one job per image, every size in it.
     Thumbnail(cmd::thumbnail::Args),
     /// Wait for jobs to finish: exit 0 if all completed, 1 if any failed, 2 on timeout.
@@ -203,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Submit(args) => cmd::submit::run(&target, args).await,
         Command::Thumbnail(args) => cmd::thumbnail::run(&target, args).await,
+        Command::Batch(args) => cmd::batch::run(&target, args).await,
         Command::Wait(args) => cmd::inspect::wait(&target, args).await,
         Command::Status(args) => cmd::inspect::status(&target, args).await,
         Command::Cancel(args) => cmd::inspect::cancel(&target, args).await,

@@ -58,6 +58,9 @@ pub enum Error {
     /// time zone or its interval.
     #[error("{0}")]
     InvalidSchedule(String),
+    /// A batch that cannot take this call.
+    #[error("{0}")]
+    InvalidBatch(String),
     /// Uniqueness that cannot be used.
     #[error("{0}")]
     InvalidUnique(String),

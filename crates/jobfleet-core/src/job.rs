@@ -121,6 +121,8 @@ pub struct JobSpec {
     pub traceparent: Option<String>,
     /// At most one live job per unique key (see [`JobSpec::unique_for`]).
     pub unique: Option<Unique>,
+    /// The batch it belongs to (set by [`Queue::batch_add`](crate::Queue::batch_add)).
+    pub batch: Option<String>,
 }
 
 /// A job's uniqueness: while a job of the same key is pending, scheduled or
@@ -156,6 +158,7 @@ impl JobSpec {
             key_ttl: None,
             traceparent: None,
             unique: None,
+            batch: None,
         }
     }
 
@@ -253,10 +256,10 @@ impl JobSpec {
     }
 
     /// The submit script's layout for it: 6 values, 8 (key TTL, trace
-    /// context) or 11 (unique).
+    /// context) or 12 (unique, batch).
     pub(crate) fn stride(&self) -> usize {
-        if self.unique.is_some() {
-            11
+        if self.unique.is_some() || self.batch.is_some() {
+            12
         } else if self.key_ttl.is_some_and(|t| !t.is_zero()) || self.traceparent.is_some() {
             8
         } else {

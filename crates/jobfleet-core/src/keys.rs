@@ -86,6 +86,11 @@ impl QueueKeys {
         format!("{}{id}", self.job_prefix)
     }
 
+    /// HASH of one batch (see `common.lua`'s `batch_fire`).
+    pub fn batch(&self, id: &str) -> String {
+        format!("{}batch:{id}", self.job_prefix.trim_end_matches("job:"))
+    }
+
     /// LIST of the parked ids of one task.
     pub fn parked_list(&self, task: &str) -> String {
         format!("{}:{task}", self.parked)

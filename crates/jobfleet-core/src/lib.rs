@@ -59,6 +59,7 @@ pub use job::{
 };
 pub use keys::{DEFAULT_PREFIX, GlobalKeys, QueueKeys};
 pub use queue::admin::{Filter, Limits, Swept};
+pub use queue::batches::BatchStatus;
 pub use queue::{
     CancelOutcome, FailKind, FailOutcome, MAX_SHARDS, Queue, QueueStats, Recovered, Submitted, shard_of,
 };

@@ -1,6 +1,7 @@
 //! [`Queue`]: one queue's transitions, each a single Lua script call.
 
 pub mod admin;
+pub mod batches;
 pub mod schedules;
 
 use std::collections::{BTreeMap, HashMap};
@@ -475,9 +476,11 @@ impl Queue {
         }
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); shards as usize];
         for (i, spec) in specs.iter().enumerate() {
-            // A unique job goes where its key's lock is.
+            // A batch job goes where its batch is; a unique job where its key's lock is.
             let placed_by = spec
-                .unique_key_text()
+                .batch
+                .clone()
+                .or_else(|| spec.unique_key_text())
                 .unwrap_or_else(|| spec.id.clone().unwrap_or_default());
             let shard = home[i].unwrap_or_else(|| shard_of(&placed_by, shards));
             by_shard[shard as usize].push(i);
@@ -556,15 +559,13 @@ impl Queue {
                         inv.arg(spec.key_ttl_secs())
                             .arg(spec.traceparent.as_deref().unwrap_or(""));
                     }
-                    if stride == 11 {
+                    if stride == 12 {
                         let unique = spec.unique.as_ref();
+                        let debounce = unique.is_some_and(|u| u.debounce.is_some());
                         inv.arg(spec.unique_key_text().unwrap_or_default())
                             .arg(unique.map_or(0, |u| u.lock_for.as_millis() as u64))
-                            .arg(if unique.is_some_and(|u| u.debounce.is_some()) {
-                                "1"
-                            } else {
-                                "0"
-                            });
+                            .arg(if debounce { "1" } else { "0" })
+                            .arg(spec.batch.as_deref().unwrap_or(""));
                     }
                 }
                 inv

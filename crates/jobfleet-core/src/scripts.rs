@@ -72,6 +72,7 @@ scripts! {
     CANCEL_WHERE => "cancel_where.lua",
     PROGRESS => "progress.lua",
     SCHEDULES_DUE => "schedules_due.lua",
+    BATCH_SEAL => "batch_seal.lua",
     SCHEDULE_FIRE => "schedule_fire.lua",
     REQUEUE => "requeue.lua",
     RECONCILE => "reconcile.lua",

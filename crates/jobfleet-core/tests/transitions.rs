@@ -1193,3 +1193,93 @@ async fn a_unique_job_is_submitted_once_while_it_lives_and_a_debounced_one_takes
         Err(Error::InvalidUnique(_))
     ));
 }
+
+#[tokio::test]
+async fn a_batch_runs_its_callback_once_when_its_last_job_is_final_with_the_counts() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    q.set_shards(2).await.unwrap();
+    let callback = JobSpec::new("report", &json!({"to": "ops"}));
+    let id = q.batch_open(Some(&callback)).await.unwrap();
+    let jobs: Vec<String> = q
+        .batch_add(
+            &id,
+            &[
+                echo(1),
+                echo(2),
+                echo(3),
+                echo(4).delay(Duration::from_secs(3600)),
+            ],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    q.batch_seal(&id, 4).await.unwrap();
+    assert!(matches!(q.batch_seal(&id, 4).await, Err(Error::InvalidBatch(_))));
+    assert!(
+        matches!(q.batch_add(&id, &[echo(5)]).await, Err(Error::Redis(_))),
+        "sealed: no more jobs"
+    );
+    let status = q.batch_status(&id).await.unwrap().unwrap();
+    assert_eq!((status.total, status.finished), (Some(4), false));
+
+    // One completes, one dies, the delayed one is cancelled, one is left.
+    let home = q.at_shard(jobfleet_core::shard_of(&id, 2));
+    home.heartbeat("w", true).await.unwrap();
+    let claimed = home.claim("w", 3).await.unwrap();
+    assert_eq!(claimed.len(), 3, "every job of the batch is on its shard");
+    home.ack("w", &[(claimed[0].id.clone(), "1".into())])
+        .await
+        .unwrap();
+    home.fail("w", &claimed[1].id, "broken", FailKind::Permanent)
+        .await
+        .unwrap();
+    assert_eq!(q.cancel(&jobs[3]).await.unwrap(), CancelOutcome::Cancelled);
+    let status = q.batch_status(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (status.completed, status.dead, status.cancelled, status.finished),
+        (1, 1, 1, false)
+    );
+    assert!(status.callback_id.is_none());
+
+    // The last one ends: the callback is submitted, once, with the counts.
+    home.ack("w", &[(claimed[2].id.clone(), "3".into())])
+        .await
+        .unwrap();
+    let status = q.batch_status(&id).await.unwrap().unwrap();
+    assert!(status.finished);
+    let cb_id = status.callback_id.clone().unwrap();
+    assert_eq!(cb_id, format!("{id}:callback"));
+    let cb = q.status(&cb_id).await.unwrap().unwrap();
+    assert_eq!((cb.task.as_str(), cb.state), ("report", JobState::Pending));
+    assert_eq!(
+        cb.payload,
+        json!({"batch": id, "total": 4, "completed": 2, "dead": 1, "cancelled": 1, "data": {"to": "ops"}})
+    );
+    // A late duplicate ack or a second seal changes nothing.
+    assert_eq!(
+        home.ack("w", &[(claimed[2].id.clone(), "3".into())])
+            .await
+            .unwrap(),
+        [false]
+    );
+    assert_eq!(
+        q.stats().await.unwrap().submitted,
+        5,
+        "four jobs and one callback"
+    );
+
+    // A batch whose jobs all ended before the seal finishes at the seal.
+    let quick = q.batch_open(None).await.unwrap();
+    let only = q.batch_add(&quick, &[echo(9)]).await.unwrap().remove(0).id;
+    q.cancel(&only).await.unwrap();
+    q.batch_seal(&quick, 1).await.unwrap();
+    let status = q.batch_status(&quick).await.unwrap().unwrap();
+    assert_eq!(
+        (status.cancelled, status.finished, status.callback_id),
+        (1, true, None)
+    );
+    assert!(q.batch_status("no-such-batch").await.unwrap().is_none());
+}

@@ -1,5 +1,6 @@
 //! One module per command (or family of commands).
 
+pub mod batch;
 pub mod batches;
 pub mod dashboard;
 pub mod dead;

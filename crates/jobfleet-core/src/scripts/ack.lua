@@ -54,7 +54,7 @@ for i = 6, #ARGV, 2 do
     out[#out + 1] = 0
   else
     local key = ARGV[2] .. id
-    local f = redis.call('HMGET', key, 'task', 'attempts', 'started_ms', 'cancel', 'key_ttl_s')
+    local f = redis.call('HMGET', key, 'task', 'attempts', 'started_ms', 'cancel', 'key_ttl_s', 'batch')
     local keep = ARGV[5]
     if f[5] and (tonumber(f[5]) or 0) > tonumber(keep) then keep = f[5] end
     if keep ~= '0' then
@@ -78,6 +78,7 @@ for i = 6, #ARGV, 2 do
         ',"task":' .. tj .. ',"state":"completed","attempt":' .. attempt .. ',"worker":' .. worker_json ..
         ',"ms":' .. now .. ',"duration_ms":' .. duration .. ',"result":' .. result .. '}')
     end
+    if f[6] then batch_done(string.sub(ARGV[2], 1, -5), f[6], 'completed', now) end
     done = done + 1
     out[#out + 1] = 1
   end

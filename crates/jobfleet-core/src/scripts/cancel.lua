@@ -22,8 +22,9 @@ local state = redis.call('HGET', KEYS[4], 'state')
 if not state then return 'missing' end
 local now = now_ms()
 local q = {stats = KEYS[3], events = ARGV[2], queue = ARGV[4], retention = ARGV[5]}
-local f = redis.call('HMGET', KEYS[4], 'task', 'attempts')
+local f = redis.call('HMGET', KEYS[4], 'task', 'attempts', 'batch')
 if state == 'pending' then
+  if f[3] then batch_done(string.sub(KEYS[4], 1, #KEYS[4] - #id - 4), f[3], 'cancelled', now) end
   redis.call('HSET', KEYS[4], 'state', 'cancelled', 'finished_ms', now, 'queued', 1)
   redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
   redis.call('HINCRBY', KEYS[3], 'pending_cancelled', 1)

@@ -39,7 +39,7 @@ local matched, removed = 0, 0
 for _, id in ipairs(ids) do
   local key = ARGV[4] .. id
   if here(key, ARGV[4]) then
-    local f = redis.call('HMGET', key, 'state', 'task', 'attempts')
+    local f = redis.call('HMGET', key, 'state', 'task', 'attempts', 'batch')
     if f[1] == want and (ARGV[5] == '' or f[2] == ARGV[5]) then
       matched = matched + 1
       if not count_only then
@@ -49,6 +49,7 @@ for _, id in ipairs(ids) do
           removed = removed + 1
           end_cancelled(q, key, id, f[2], f[3], '', now, reason)
         else
+          if f[4] then batch_done(string.sub(ARGV[4], 1, -5), f[4], 'cancelled', now) end
           redis.call('HSET', key, 'state', 'cancelled', 'finished_ms', now, 'queued', 1)
           if reason then redis.call('HSET', key, 'error', reason) end
           redis.call('HINCRBY', KEYS[2], 'cancelled', 1)

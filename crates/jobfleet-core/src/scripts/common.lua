@@ -27,6 +27,9 @@ local PUBLISH = 'PUBLISH'
 --                     result the worker already serialized is not re-encoded.
 -- trim_dead(...)      enforces the dead set's caps (age, then count).
 -- bury(...)           moves a job to the dead set, then trims it.
+-- batch_fire(...)     once every job of a sealed batch is final, marks it
+--                     done and creates its callback job, exactly once.
+-- batch_done(...)     counts a batch job's final state, then batch_fire.
 -- end_cancelled(...)  ends a job cancelled, with its retention and event.
 -- hand_back(...)      puts a job whose attempt reached no outcome (graceful
 --                     hand-back, lost claim reply, rolled-back outcome, dead
@@ -122,7 +125,44 @@ end
 
 -- dead: the queue's dead ZSET; job_key: the job's HASH; retention_s: how long
 -- the dead record is kept; max_count/max_age_ms: the dead set's caps.
+-- base: a queue shard's key prefix (`P:{Q}:`), as job keys start. A batch
+-- is the HASH `<base>batch:<id>`: `total` once sealed, counts `completed`,
+-- `dead`, `cancelled`, and its callback (`callback_task`, `_payload`,
+-- `_max_attempts`, `_timeout_ms`). Its callback job `<id>:callback` gets the
+-- batch's id and counts, the given payload as `data`.
+local function batch_fire(base, bid, now)
+  local key = base .. 'batch:' .. bid
+  local b = redis.call('HMGET', key, 'total', 'completed', 'dead', 'cancelled', 'fired',
+    'callback_task', 'callback_payload', 'callback_max_attempts', 'callback_timeout_ms')
+  local total = tonumber(b[1])
+  if not total or b[5] then return end
+  local c, d, x = tonumber(b[2]) or 0, tonumber(b[3]) or 0, tonumber(b[4]) or 0
+  if c + d + x < total then return end
+  redis.call('HSET', key, 'fired', 1, 'finished_ms', now)
+  redis.call('EXPIRE', key, 7 * 24 * 3600)
+  if not b[6] then return end
+  local id = bid .. ':callback'
+  local job = base .. 'job:' .. id
+  if redis.call('EXISTS', job) == 1 then return end
+  local payload = '{"batch":' .. cjson.encode(bid) .. ',"total":' .. total .. ',"completed":' .. c ..
+    ',"dead":' .. d .. ',"cancelled":' .. x .. ',"data":' .. (b[7] or 'null') .. '}'
+  redis.call('HSET', job, 'task', b[6], 'payload', payload, 'state', 'pending',
+    'max_attempts', b[8] or '3', 'timeout_ms', b[9] or '30000', 'created_ms', now, 'batch_of', bid)
+  redis.call('HSET', key, 'callback_id', id)
+  redis.call('LPUSH', base .. 'pending', id)
+  redis.call('HINCRBY', base .. 'stats', 'submitted', 1)
+  redis.call(PUBLISH, base .. 'notify', 1)
+end
+
+-- field: 'completed', 'dead' or 'cancelled'.
+local function batch_done(base, bid, field, now)
+  redis.call('HINCRBY', base .. 'batch:' .. bid, field, 1)
+  batch_fire(base, bid, now)
+end
+
 local function bury(dead, stats, job_key, job_prefix, id, now, reason, retention_s, max_count, max_age_ms)
+  local batch = redis.call('HGET', job_key, 'batch')
+  if batch then batch_done(string.sub(job_prefix, 1, -5), batch, 'dead', now) end
   redis.call('ZADD', dead, now, id)
   redis.call('HSET', job_key, 'state', 'dead', 'error', reason, 'finished_ms', now)
   redis.call('HDEL', job_key, 'cancel')
@@ -142,6 +182,8 @@ end
 -- q: {stats, events, queue, retention}: the queue's stats HASH, events
 -- channel, name, and the cancelled retention (s).
 local function end_cancelled(q, key, id, task, attempt, worker, now, err)
+  local batch = redis.call('HGET', key, 'batch')
+  if batch then batch_done(string.sub(key, 1, #key - #id - 4), batch, 'cancelled', now) end
   if err then
     redis.call('HSET', key, 'state', 'cancelled', 'error', err, 'finished_ms', now)
   else

@@ -30,6 +30,13 @@ for _, id in ipairs(ids) do
       redis.call('HSET', key, 'state', 'pending', 'attempts', 0, 'recoveries', 0)
       redis.call('HDEL', key, 'finished_ms', 'worker')
       redis.call('PERSIST', key)
+      -- A batch job that runs again is not dead any more: its batch counts
+      -- it again when it ends (unless the batch already finished).
+      local batch = redis.call('HGET', key, 'batch')
+      if batch then
+        local bkey = string.sub(ARGV[1], 1, -5) .. 'batch:' .. batch
+        if redis.call('HEXISTS', bkey, 'fired') == 0 then redis.call('HINCRBY', bkey, 'dead', -1) end
+      end
       redis.call('LPUSH', KEYS[2], id)
       n = n + 1
     end

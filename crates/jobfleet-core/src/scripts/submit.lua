@@ -14,11 +14,13 @@
 --                        key) holds that long whatever the retention ('0': the
 --                        retention alone)
 --           traceparent  a W3C trace context for the worker's span ('': none)
---           or 11 values each, adding:
+--           or 12 values each, adding:
 --           unique_key   at most one live job per key ('': not unique)
 --           unique_ms    how long the key's lock holds at most, ms
 --           debounce     '1': the job waits delay_ms after the last submit
 --                        of its key, each submit replacing its payload
+--           batch        the batch it belongs to ('': none): its HASH
+--                        `P:{Q}:batch:<id>` must exist and not be sealed
 --
 -- Unique: the lock is the STRING `P:{Q}:unique:<key>` (its prefix is the
 -- stats key's, `stats` replaced), holding the id of the job that took it.
@@ -51,7 +53,7 @@ local MAX_DELAY_MS = 3155760000000
 local n = #KEYS - 4
 local stride = 6
 if n > 0 and #ARGV == 1 + n * 8 then stride = 8 end
-if n > 0 and #ARGV == 1 + n * 11 then stride = 11 end
+if n > 0 and #ARGV == 1 + n * 12 then stride = 12 end
 if #ARGV ~= 1 + n * stride then
   return redis.error_reply('ERR jobfleet: invalid job batch: ' .. n .. ' job keys but ' .. (#ARGV - 1) .. ' job arguments')
 end
@@ -75,13 +77,19 @@ for i = 1, n do
   if stride >= 8 and ARGV[a + 7] ~= '' and not string.find(ARGV[a + 7], '^%x%x%-%x+%-%x+%-%x%x$') then
     return refuse(i, 'traceparent must be a W3C trace context (00-<trace id>-<parent id>-<flags>)')
   end
-  if stride == 11 then
+  if stride == 12 then
     if #ARGV[a + 8] > 200 then return refuse(i, 'the unique key must be at most 200 bytes') end
     if not string.find(ARGV[a + 9], '^%d+$') or #ARGV[a + 9] > 15 then
       return refuse(i, 'unique_ms must be a decimal integer below 10^15')
     end
     if ARGV[a + 10] ~= '0' and ARGV[a + 10] ~= '1' then return refuse(i, "debounce must be '0' or '1'") end
     if ARGV[a + 8] ~= '' and ARGV[a + 9] == '0' then return refuse(i, 'unique_ms must be above 0') end
+    if ARGV[a + 11] ~= '' then
+      local batch = string.sub(KEYS[3], 1, -6) .. 'batch:' .. ARGV[a + 11]
+      if redis.call('EXISTS', batch) == 0 or redis.call('HEXISTS', batch, 'total') == 1 then
+        return refuse(i, 'batch ' .. ARGV[a + 11] .. ' is not open (never opened, sealed, or expired)')
+      end
+    end
   end
 end
 local unique_prefix = string.sub(KEYS[3], 1, -6) .. 'unique:'
@@ -97,7 +105,7 @@ for i = 1, n do
   local key = KEYS[4 + i]
   local a = 2 + (i - 1) * stride
   local lock, holder = nil, nil
-  if stride == 11 and ARGV[a + 8] ~= '' then
+  if stride == 12 and ARGV[a + 8] ~= '' then
     lock = unique_prefix .. ARGV[a + 8]
     local held = redis.call('GET', lock)
     if held then
@@ -141,6 +149,7 @@ for i = 1, n do
       redis.call('SET', lock, id, 'PX', ARGV[a + 9])
       redis.call('HSET', key, 'unique_key', ARGV[a + 8])
     end
+    if stride == 12 and ARGV[a + 11] ~= '' then redis.call('HSET', key, 'batch', ARGV[a + 11]) end
     if any_dead then redis.call('ZREM', KEYS[4], id) end
     submitted = submitted + 1
     created[i] = 1
