@@ -250,7 +250,13 @@ impl JobSpec {
                 let canonical = serde_json::from_str::<serde_json::Value>(&self.payload)
                     .map(|v| v.to_string())
                     .unwrap_or_else(|_| self.payload.clone());
-                format!("{}:{:016x}", self.task, fnv1a_64(canonical.as_bytes()))
+                let hash = fnv1a_64(canonical.as_bytes());
+                // Keys are at most 200 bytes: a long task name is hashed too.
+                if self.task.len() <= 150 {
+                    format!("{}:{hash:016x}", self.task)
+                } else {
+                    format!("{:016x}:{hash:016x}", fnv1a_64(self.task.as_bytes()))
+                }
             }
         })
     }
@@ -297,6 +303,12 @@ impl JobSpec {
             }
             if unique.lock_for.is_zero() {
                 return Err(Error::InvalidUnique("--unique-for must be above 0".into()));
+            }
+            if unique.debounce.is_some() && unique.key.is_none() {
+                return Err(Error::InvalidUnique(
+                    "debounce needs a unique key (--unique-key): the payload changes from submit to submit"
+                        .into(),
+                ));
             }
         }
         let lock_for = self.unique.as_ref().map(|u| u.lock_for).unwrap_or_default();

@@ -1216,8 +1216,8 @@ async fn a_batch_runs_its_callback_once_when_its_last_job_is_final_with_the_coun
         .into_iter()
         .map(|s| s.id)
         .collect();
-    q.batch_seal(&id, 4).await.unwrap();
-    assert!(matches!(q.batch_seal(&id, 4).await, Err(Error::InvalidBatch(_))));
+    assert_eq!(q.batch_seal(&id).await.unwrap(), 4);
+    assert!(matches!(q.batch_seal(&id).await, Err(Error::InvalidBatch(_))));
     assert!(
         matches!(q.batch_add(&id, &[echo(5)]).await, Err(Error::Redis(_))),
         "sealed: no more jobs"
@@ -1275,11 +1275,52 @@ async fn a_batch_runs_its_callback_once_when_its_last_job_is_final_with_the_coun
     let quick = q.batch_open(None).await.unwrap();
     let only = q.batch_add(&quick, &[echo(9)]).await.unwrap().remove(0).id;
     q.cancel(&only).await.unwrap();
-    q.batch_seal(&quick, 1).await.unwrap();
+    assert_eq!(q.batch_seal(&quick).await.unwrap(), 1);
     let status = q.batch_status(&quick).await.unwrap().unwrap();
     assert_eq!(
         (status.cancelled, status.finished, status.callback_id),
         (1, true, None)
     );
     assert!(q.batch_status("no-such-batch").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_batch_job_cancelled_while_running_counts_and_a_claim_naming_no_tasks_takes_parked_jobs() {
+    let (_server, client) = setup().await;
+    let q = client.queue("default").unwrap();
+    let id = q
+        .batch_open(Some(&JobSpec::new("report", &json!(null))))
+        .await
+        .unwrap();
+    let job = q.batch_add(&id, &[echo(1)]).await.unwrap().remove(0).id;
+    // A job whose id exists already does not join the batch.
+    let outside = q.submit(echo(2).id("taken")).await.unwrap().id;
+    assert!(!q.batch_add(&id, &[echo(3).id("taken")]).await.unwrap()[0].created);
+    assert_eq!(
+        q.batch_seal(&id).await.unwrap(),
+        1,
+        "only the job that joined counts"
+    );
+    q.heartbeat("w", true).await.unwrap();
+    let claimed = q.claim_for("w", 10, &tasks(&["echo"])).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(q.cancel(&job).await.unwrap(), CancelOutcome::Cancelling);
+    assert_eq!(
+        q.fail("w", &job, "stopped", FailKind::Cancelled).await.unwrap(),
+        FailOutcome::Cancelled
+    );
+    let status = q.batch_status(&id).await.unwrap().unwrap();
+    assert_eq!((status.cancelled, status.finished), (1, true), "{status:?}");
+    assert!(status.callback_id.is_some());
+    q.ack("w", &[(outside, "null".into())]).await.unwrap();
+
+    // The callback (task `report`) is parked by a worker that runs only echo,
+    // and taken by a claim that names no tasks.
+    assert!(q.claim_for("w", 10, &tasks(&["echo"])).await.unwrap().is_empty());
+    assert_eq!(q.stats().await.unwrap().parked.get("report"), Some(&1));
+    let any = q.claim("w", 10).await.unwrap();
+    assert_eq!(
+        any.iter().map(|j| j.task.as_str()).collect::<Vec<_>>(),
+        ["report"]
+    );
 }

@@ -124,7 +124,7 @@ pub async fn run(target: &Target, args: Args) -> anyhow::Result<Outcome> {
             format!("adding jobs to batch {id}; it is left open, its callback will not run")
         })?;
     }
-    queue.batch_seal(&id, specs.len() as u64).await?;
+    queue.batch_seal(&id).await?;
     outln!("{id}")?;
     eprintln!(
         "batch {id}: {} jobs on queue {}{}; see jobfleet batch status {id}",

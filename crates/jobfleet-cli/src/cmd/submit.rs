@@ -67,7 +67,7 @@ pub struct Args {
     /// Debounce: the job runs this long after the last submit of its unique
     /// key; a submit while it still waits replaces its payload and restarts
     /// the wait (the latest payload wins). Implies unique.
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", conflicts_with_all = ["delay", "at"])]
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", conflicts_with_all = ["delay", "at"], requires = "unique_key")]
     debounce: Option<Duration>,
     /// W3C trace context (00-<trace id>-<span id>-<flags>) stored on the job:
     /// the worker's span for it joins that trace.

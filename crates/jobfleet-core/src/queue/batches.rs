@@ -84,27 +84,28 @@ impl Queue {
         self.submit_batch(&specs).await
     }
 
-    /// Seals a batch with its total (the jobs added). From here, the last of
-    /// them to end finishes it; if all have ended already, this does.
-    pub async fn batch_seal(&self, id: &str, total: u64) -> Result<()> {
+    /// Seals a batch: its total is the jobs [`Queue::batch_add`] created in
+    /// it (a job whose id existed already, or a unique duplicate, did not
+    /// join). From here, the last of them to end finishes it; if all have
+    /// ended already, this does. Returns the total.
+    pub async fn batch_seal(&self, id: &str) -> Result<u64> {
         let home = self.batch_home(id).await?;
         let base = home.keys.batch("");
         let base = base.trim_end_matches("batch:");
-        let sealed: u64 = scripts::BATCH_SEAL
+        let total: i64 = scripts::BATCH_SEAL
             .on(&self.client)
             .key(home.keys.batch(id))
-            .arg(total)
+            .arg(0)
             .arg(base)
             .arg(id)
             .invoke_async(&mut self.client.conn())
             .await?;
-        if sealed == 0 {
-            return Err(Error::InvalidBatch(format!(
+        u64::try_from(total).map_err(|_| {
+            Error::InvalidBatch(format!(
                 "batch {id} is not open in queue {}: never opened, sealed already, or expired",
                 self.name
-            )));
-        }
-        Ok(())
+            ))
+        })
     }
 
     /// A batch's counts, or `None` when this queue has no such batch.

@@ -91,7 +91,10 @@ local want = tonumber(ARGV[2])
 if meta[2] then
   local held = 0
   for _, worker in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-    held = held + redis.call('LLEN', ARGV[14] .. worker)
+    local n = redis.pcall('LLEN', ARGV[14] .. worker)
+    -- A list that cannot be read (its slot is moving): claim nothing now.
+    if type(n) ~= 'number' then return {'ok'} end
+    held = held + n
   end
   want = math.min(want, tonumber(meta[2]) - held)
 end
@@ -153,10 +156,11 @@ local function examine(id)
   return true
 end
 
-if tasks and not moving then
+if not moving then
   for _, task in ipairs(redis.call('SMEMBERS', ARGV[13])) do
     if #claimed >= want or examined >= budget then break end
-    if tasks[task] then
+    -- A worker that names no tasks runs any, parked ones included.
+    if not tasks or tasks[task] then
       local list = ARGV[13] .. ':' .. task
       local popped = redis.call('LMPOP', 1, list, 'RIGHT', 'COUNT', math.min(want - #claimed, budget - examined))
       if popped then

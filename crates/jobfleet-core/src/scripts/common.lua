@@ -156,7 +156,10 @@ end
 
 -- field: 'completed', 'dead' or 'cancelled'.
 local function batch_done(base, bid, field, now)
-  redis.call('HINCRBY', base .. 'batch:' .. bid, field, 1)
+  local key = base .. 'batch:' .. bid
+  -- An expired batch is not brought back by a late count.
+  if redis.call('EXISTS', key) == 0 then return end
+  redis.call('HINCRBY', key, field, 1)
   batch_fire(base, bid, now)
 end
 

@@ -28,7 +28,7 @@ if redis.call('LREM', KEYS[1], -1, id) == 0 then
 end
 local now = now_ms()
 local key = KEYS[5]
-local f = redis.call('HMGET', key, 'task', 'attempts', 'max_attempts', 'started_ms', 'cancel')
+local f = redis.call('HMGET', key, 'task', 'attempts', 'max_attempts', 'started_ms', 'cancel', 'batch')
 local attempt = tonumber(f[2]) or 1
 local extra = ',"duration_ms":' .. since(now, f[4]) .. ',"error":' .. cjson.encode(err)
 if f[5] then
@@ -37,6 +37,7 @@ elseif kind == 'cancelled' then
   kind = 'retry'
 end
 if kind == 'cancelled' then
+  if f[6] then batch_done(string.sub(ARGV[10], 1, -5), f[6], 'cancelled', now) end
   redis.call('HSET', key, 'state', 'cancelled', 'error', err, 'finished_ms', now)
   redis.call('HDEL', key, 'cancel')
   keep_for(key, ARGV[11])

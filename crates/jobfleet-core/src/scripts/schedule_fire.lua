@@ -20,6 +20,9 @@
 -- Returns 0 (not fired: another worker did, or the schedule changed),
 -- 1 (fired; the job existed already) or 2 (fired, job created).
 
+-- Mid-migration, the job key or schedule_last may have moved already: fire
+-- nothing rather than move the schedule on and create no job.
+if not (here(ARGV[7] .. ARGV[6], ARGV[7]) and here(ARGV[8], ARGV[7])) then return 0 end
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then return 0 end

@@ -149,7 +149,10 @@ for i = 1, n do
       redis.call('SET', lock, id, 'PX', ARGV[a + 9])
       redis.call('HSET', key, 'unique_key', ARGV[a + 8])
     end
-    if stride == 12 and ARGV[a + 11] ~= '' then redis.call('HSET', key, 'batch', ARGV[a + 11]) end
+    if stride == 12 and ARGV[a + 11] ~= '' then
+      redis.call('HSET', key, 'batch', ARGV[a + 11])
+      redis.call('HINCRBY', string.sub(KEYS[3], 1, -6) .. 'batch:' .. ARGV[a + 11], 'added', 1)
+    end
     if any_dead then redis.call('ZREM', KEYS[4], id) end
     submitted = submitted + 1
     created[i] = 1

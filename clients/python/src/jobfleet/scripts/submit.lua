@@ -156,7 +156,10 @@ end
 
 -- field: 'completed', 'dead' or 'cancelled'.
 local function batch_done(base, bid, field, now)
-  redis.call('HINCRBY', base .. 'batch:' .. bid, field, 1)
+  local key = base .. 'batch:' .. bid
+  -- An expired batch is not brought back by a late count.
+  if redis.call('EXISTS', key) == 0 then return end
+  redis.call('HINCRBY', key, field, 1)
   batch_fire(base, bid, now)
 end
 
@@ -367,7 +370,10 @@ for i = 1, n do
       redis.call('SET', lock, id, 'PX', ARGV[a + 9])
       redis.call('HSET', key, 'unique_key', ARGV[a + 8])
     end
-    if stride == 12 and ARGV[a + 11] ~= '' then redis.call('HSET', key, 'batch', ARGV[a + 11]) end
+    if stride == 12 and ARGV[a + 11] ~= '' then
+      redis.call('HSET', key, 'batch', ARGV[a + 11])
+      redis.call('HINCRBY', string.sub(KEYS[3], 1, -6) .. 'batch:' .. ARGV[a + 11], 'added', 1)
+    end
     if any_dead then redis.call('ZREM', KEYS[4], id) end
     submitted = submitted + 1
     created[i] = 1
