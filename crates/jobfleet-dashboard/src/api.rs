@@ -1,6 +1,6 @@
 //! The HTTP routes: the page and its embedded assets, the live stream, job
-//! detail and cancel, pausing and browsing queues, dead letters, `/metrics`
-//! and `/healthz`.
+//! detail and cancel, pausing and browsing queues, dead letters, schedules,
+//! `/metrics` and `/healthz`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
-use jobfleet_core::{CancelOutcome, Client, Error, JobState};
-use serde::Deserialize;
+use jobfleet_core::schedule::validate_schedule_name;
+use jobfleet_core::{CancelOutcome, Client, Error, JobState, ScheduleState};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -70,6 +71,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/queues/{queue}/dead", get(dead_list))
         .route("/api/queues/{queue}/dead/retry", post(dead_retry))
         .route("/api/queues/{queue}/dead/purge", post(dead_purge))
+        .route("/api/schedules", get(schedules))
+        .route("/api/queues/{queue}/schedules/{name}/pause", post(schedule_pause))
+        .route("/api/queues/{queue}/schedules/{name}/resume", post(schedule_resume))
+        .route("/api/queues/{queue}/schedules/{name}/remove", post(schedule_remove))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
@@ -184,10 +189,13 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         let status = match &e {
             Error::JobNotFound(_) => StatusCode::NOT_FOUND,
+            // Pausing or resuming a schedule that does not exist.
+            Error::InvalidSchedule(why) if why.starts_with("no schedule") => StatusCode::NOT_FOUND,
             Error::AmbiguousJob { .. } => StatusCode::CONFLICT,
             Error::InvalidJobId(_)
             | Error::InvalidQueueName(_)
             | Error::InvalidTaskName(_)
+            | Error::InvalidSchedule(_)
             | Error::NotBrowsable(_) => StatusCode::BAD_REQUEST,
             Error::Redis(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -335,6 +343,66 @@ async fn dead_purge(
     let ids = selection.ids()?;
     let purged = state.client.queue(&queue)?.dead_purge(&ids).await?;
     Ok(Json(json!({ "purged": purged })).into_response())
+}
+
+/// A schedule for the page: its state, and when it fires as the CLI says it
+/// (`every 30s`, `cron "*/5 * * * *" (Europe/Paris)`).
+#[derive(Debug, Serialize)]
+struct ScheduleView {
+    #[serde(flatten)]
+    state: ScheduleState,
+    describe: String,
+}
+
+/// Every known queue's schedules, by queue then name.
+async fn schedules(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut all = Vec::new();
+    for name in state.client.queue_names().await? {
+        for schedule in state.client.queue(&name)?.schedules().await? {
+            all.push(ScheduleView {
+                describe: schedule.schedule.when.describe(),
+                state: schedule,
+            });
+        }
+    }
+    Ok(Json(all).into_response())
+}
+
+/// `{"paused": true, "changed": false}` when it was paused already; 404 when
+/// there is no such schedule.
+async fn schedule_pause(
+    State(state): State<AppState>,
+    Path((queue, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    validate_schedule_name(&name)?;
+    let changed = state.client.queue(&queue)?.schedule_set_paused(&name, true).await?;
+    Ok(Json(json!({ "paused": true, "changed": changed })).into_response())
+}
+
+/// `{"paused": false, "changed": false}` when it was not paused; it goes on
+/// from its next tick after now.
+async fn schedule_resume(
+    State(state): State<AppState>,
+    Path((queue, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    validate_schedule_name(&name)?;
+    let changed = state.client.queue(&queue)?.schedule_set_paused(&name, false).await?;
+    Ok(Json(json!({ "paused": false, "changed": changed })).into_response())
+}
+
+/// `{"removed": true}`; the jobs it submitted stay. 404 when there was none.
+async fn schedule_remove(
+    State(state): State<AppState>,
+    Path((queue, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    validate_schedule_name(&name)?;
+    if !state.client.queue(&queue)?.schedule_remove(&name).await? {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no schedule {name} in queue {queue}"),
+        ));
+    }
+    Ok(Json(json!({ "removed": true })).into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {

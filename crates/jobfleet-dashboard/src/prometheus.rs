@@ -17,6 +17,10 @@ pub(crate) struct Exporter {
     /// The (queue, task) series of the parked gauge the last scrape set: a
     /// task whose parked jobs are gone is set to 0, not left at its last count.
     parked: Mutex<BTreeSet<(String, String)>>,
+    /// The (gauge, queue) series of the limit gauges the last scrape set: a
+    /// limit lifted since is set to 0 (which no limit can be), not left at
+    /// its last value.
+    limited: Mutex<BTreeSet<(&'static str, String)>>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -45,6 +49,11 @@ const PAUSED: &str = "jobfleet_queue_paused";
 
 /// The per-queue and task gauge of parked jobs.
 const PARKED: &str = "jobfleet_queue_parked";
+
+/// The per-queue limits (`jobfleet queue limit`), only for queues that have
+/// one: the cap on jobs running at once, and on jobs started per second.
+const CONCURRENCY_LIMIT: &str = "jobfleet_queue_concurrency_limit";
+const RATE_LIMIT: &str = "jobfleet_queue_rate_limit";
 
 /// (name, help) of the per-queue counters: totals since the queue began.
 const COUNTERS: [(&str, &str); 6] = [
@@ -82,17 +91,28 @@ impl Exporter {
                 Unit::Count,
                 "Pending jobs passed on by workers that do not run their task, waiting for one that does."
             );
+            describe_gauge!(
+                CONCURRENCY_LIMIT,
+                Unit::Count,
+                "The most jobs of the queue running at once, fleet-wide (only queues with a limit; 0 once it is lifted)."
+            );
+            describe_gauge!(
+                RATE_LIMIT,
+                "The most jobs of the queue started per second, fleet-wide (only queues with a limit; 0 once it is lifted)."
+            );
         });
         Exporter {
             recorder,
             handle,
             parked: Mutex::default(),
+            limited: Mutex::default(),
         }
     }
 
     /// Sets every series from `stats` and renders the text format.
     pub(crate) fn render(&self, stats: &FleetStats) -> String {
         metrics::with_local_recorder(&self.recorder, || {
+            let mut limited: BTreeSet<(&'static str, String)> = BTreeSet::new();
             for q in &stats.queues {
                 let gauges = [q.pending, q.scheduled, q.active, q.dead, q.workers];
                 for ((name, _), value) in GAUGES.into_iter().zip(gauges) {
@@ -102,6 +122,16 @@ impl Exporter {
                 gauge!(PAUSED, "queue" => q.name.clone()).set(if q.paused { 1.0 } else { 0.0 });
                 for (task, &jobs) in &q.parked {
                     gauge!(PARKED, "queue" => q.name.clone(), "task" => task.clone()).set(jobs as f64);
+                }
+                let limits = [
+                    (CONCURRENCY_LIMIT, q.concurrency_limit.map(|c| c as f64)),
+                    (RATE_LIMIT, q.rate_limit),
+                ];
+                for (name, limit) in limits {
+                    if let Some(limit) = limit {
+                        gauge!(name, "queue" => q.name.clone()).set(limit);
+                        limited.insert((name, q.name.clone()));
+                    }
                 }
                 let counters = [
                     q.submitted,
@@ -126,6 +156,11 @@ impl Exporter {
                 gauge!(PARKED, "queue" => queue.clone(), "task" => task.clone()).set(0.0);
             }
             *last = parked;
+            let mut last = self.limited.lock().expect("poisoned");
+            for (name, queue) in last.difference(&limited) {
+                gauge!(*name, "queue" => queue.clone()).set(0.0);
+            }
+            *last = limited;
         });
         self.handle.render()
     }
@@ -146,6 +181,8 @@ mod tests {
                 oldest_pending_ms: 2500,
                 paused: true,
                 parked: [("resize".to_string(), 2)].into(),
+                concurrency_limit: Some(10),
+                rate_limit: Some(12.5),
                 ..QueueStats::default()
             }],
             workers: vec![Default::default(), Default::default()],
@@ -167,19 +204,48 @@ mod tests {
             "# HELP jobfleet_queue_paused 1 while the queue is paused: no worker claims its jobs.",
             "jobfleet_queue_parked{queue=\"images\",task=\"resize\"} 2",
             "# TYPE jobfleet_queue_parked gauge",
+            "jobfleet_queue_concurrency_limit{queue=\"images\"} 10",
+            "# TYPE jobfleet_queue_concurrency_limit gauge",
+            "jobfleet_queue_rate_limit{queue=\"images\"} 12.5",
+            "# TYPE jobfleet_queue_rate_limit gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
         }
 
-        // Resumed, and the parked jobs were taken: the series say so.
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("# HELP jobfleet_queue_rate_limit ") && l.contains("per second")),
+            "{text}"
+        );
+
+        // Resumed, the parked jobs were taken and the rate limit lifted: the
+        // series say so.
         stats.queues[0].paused = false;
         stats.queues[0].parked.clear();
+        stats.queues[0].rate_limit = None;
         let text = exporter.render(&stats);
         for line in [
             "jobfleet_queue_paused{queue=\"images\"} 0",
             "jobfleet_queue_parked{queue=\"images\",task=\"resize\"} 0",
+            "jobfleet_queue_concurrency_limit{queue=\"images\"} 10",
+            "jobfleet_queue_rate_limit{queue=\"images\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn limit_series_exist_only_for_queues_that_have_a_limit() {
+        let stats = FleetStats {
+            queues: vec![QueueStats {
+                name: "free".into(),
+                ..QueueStats::default()
+            }],
+            ..FleetStats::default()
+        };
+        let text = Exporter::new().render(&stats);
+        assert!(text.contains("jobfleet_queue_pending{queue=\"free\"} 0"), "{text}");
+        assert!(!text.contains("jobfleet_queue_concurrency_limit{"), "{text}");
+        assert!(!text.contains("jobfleet_queue_rate_limit{"), "{text}");
     }
 }

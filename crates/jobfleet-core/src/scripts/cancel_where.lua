@@ -17,7 +17,9 @@
 -- present when the sweep started is passed over. Matching pending entries
 -- are cancelled in place, as cancel.lua does (`queued=1`, the id left for a
 -- claim to skip). A scheduled job is removed from the set and cancelled at
--- once, so the next offset of a ZSET sweep does not count it. Only jobs
+-- once, so the next offset of a ZSET sweep does not count it; the ZSET is
+-- read from its latest run-at down, since promotion takes entries from the
+-- other end and would shift ranks under the sweep. Only jobs
 -- whose record says `pending` (in a list) or `scheduled` (in the set) match;
 -- running, final and stale entries are left alone.
 -- Returns {matched, next offset, entries looked at}.
@@ -27,7 +29,7 @@ local offset = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local ids
 if ARGV[1] == 'zset' then
-  ids = redis.call('ZRANGE', KEYS[1], offset, offset + n - 1)
+  ids = redis.call('ZREVRANGE', KEYS[1], offset, offset + n - 1)
 else
   ids = redis.call('LRANGE', KEYS[1], offset, offset + n - 1)
 end
