@@ -446,6 +446,153 @@ fn a_paused_queue_holds_new_and_recovered_jobs_until_it_is_resumed() {
     assert_eq!(paused_gauge().as_deref(), Some("0"));
 }
 
+#[test]
+fn schedules_fire_through_a_sigkill_and_are_paused_resumed_and_removed_over_the_api() {
+    let mut fleet = Fleet::new();
+    let dash = Dashboard::start(&fleet, &[]);
+    let get = |path: &str| http(dash.port, "GET", path, &[], None);
+    let post = |path: &str| http(dash.port, "POST", path, &[("X-Jobfleet", "1")], None);
+    let beat = || {
+        let listed = get("/api/schedules");
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        let listed = listed.json();
+        let found = listed.as_array().unwrap().iter().find(|s| s["name"] == "beat");
+        found
+            .cloned()
+            .unwrap_or_else(|| panic!("no schedule beat in {listed}"))
+    };
+    let last_ms = || beat()["last_ms"].as_u64();
+
+    let add = fleet.jobfleet(&["schedule", "add", "beat", "echo", "{}", "--every", "1s"]);
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    let added = beat();
+    assert_eq!(
+        (
+            &added["queue"],
+            &added["task"],
+            &added["describe"],
+            &added["paused"]
+        ),
+        (
+            &json!("default"),
+            &json!("echo"),
+            &json!("every 1s"),
+            &json!(false)
+        ),
+        "{added}"
+    );
+    assert_eq!(added["when"], json!({"every": {"every_ms": 1000}}));
+    assert!(added["next_ms"].is_u64(), "{added}");
+    assert_eq!(added["last_job"], Value::Null, "no worker has fired it yet");
+
+    // A worker fires it; the tick's job runs.
+    let first = fleet.start_worker(&[]);
+    fleet.until(Duration::from_secs(20), "the first tick's job", |_| {
+        beat()["last_job"].is_string()
+    });
+    let id = beat()["last_job"].as_str().unwrap().to_string();
+    assert!(id.starts_with("beat@"), "{id}");
+    let wait = fleet.jobfleet(&["wait", &id, "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}{}", wait.stdout, wait.stderr);
+    assert_eq!(get(&format!("/api/jobs/{id}")).json()["state"], "completed");
+
+    // Paused: it has no next tick.
+    let pause = post("/api/queues/default/schedules/beat/pause");
+    assert_eq!(
+        (pause.status, pause.json()),
+        (200, json!({"paused": true, "changed": true}))
+    );
+    assert_eq!(
+        post("/api/queues/default/schedules/beat/pause").json(),
+        json!({"paused": true, "changed": false})
+    );
+    let paused = beat();
+    assert_eq!(
+        (&paused["paused"], &paused["next_ms"]),
+        (&json!(true), &Value::Null),
+        "{paused}"
+    );
+    let at_pause = paused["last_ms"].as_u64();
+
+    // Resumed, it fires again; its worker is killed with SIGKILL, and another
+    // one goes on firing it.
+    let resume = post("/api/queues/default/schedules/beat/resume");
+    assert_eq!(
+        (resume.status, resume.json()),
+        (200, json!({"paused": false, "changed": true}))
+    );
+    assert_eq!(
+        post("/api/queues/default/schedules/beat/resume").json(),
+        json!({"paused": false, "changed": false})
+    );
+    let resumed = beat();
+    assert_eq!(resumed["paused"], false, "{resumed}");
+    assert!(resumed["next_ms"].is_u64(), "{resumed}");
+    fleet.until(Duration::from_secs(20), "a tick after the resume", |_| {
+        last_ms() > at_pause
+    });
+    let before_kill = last_ms();
+    fleet.workers[first].signal("KILL");
+    fleet.workers[first].wait_exit(Duration::from_secs(5));
+    fleet.start_worker(&[]);
+    fleet.until(Duration::from_secs(20), "a tick after the kill", |_| {
+        last_ms() > before_kill
+    });
+    let latest = beat()["last_job"].as_str().unwrap().to_string();
+    let wait = fleet.jobfleet(&["wait", &latest, "--timeout", "30s"]);
+    assert_eq!(wait.code, 0, "{}{}", wait.stdout, wait.stderr);
+
+    // State changes need the CSRF header, and are POST only.
+    let bare = http(
+        dash.port,
+        "POST",
+        "/api/queues/default/schedules/beat/pause",
+        &[],
+        None,
+    );
+    assert_eq!(bare.status, 403);
+    assert_eq!(get("/api/queues/default/schedules/beat/remove").status, 405);
+    assert_eq!(beat()["paused"], false);
+
+    // Removed, it is gone; what it is not there to remove, pause or resume is 404.
+    let remove = post("/api/queues/default/schedules/beat/remove");
+    assert_eq!((remove.status, remove.json()), (200, json!({"removed": true})));
+    assert_eq!(get("/api/schedules").json(), json!([]));
+    for action in ["remove", "pause", "resume"] {
+        let missing = post(&format!("/api/queues/default/schedules/beat/{action}"));
+        assert_eq!(missing.status, 404, "{action}: {}", missing.body);
+        let error = missing.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains("no schedule beat"), "{error}");
+    }
+    assert_eq!(
+        post("/api/queues/default/schedules/has%20space/pause").status,
+        400,
+        "not a schedule name"
+    );
+
+    // A queue's limits are in its stats and its gauges.
+    let limit = fleet.jobfleet(&["queue", "limit", "default", "--concurrency", "3"]);
+    assert_eq!(limit.code, 0, "{}", limit.stderr);
+    let stats = get("/api/stats").json();
+    let default = stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "default")
+        .cloned()
+        .unwrap_or_else(|| panic!("no queue default in {stats}"));
+    assert_eq!(default["concurrency_limit"], 3, "{default}");
+    assert_eq!(default.get("rate_limit"), None, "{default}");
+    let scrape = get("/metrics").body;
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l == "jobfleet_queue_concurrency_limit{queue=\"default\"} 3"),
+        "{scrape}"
+    );
+    assert!(!scrape.contains("jobfleet_queue_rate_limit{"), "{scrape}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_updates_live_and_retries_a_dead_job_in_a_real_browser() {
     let mut fleet = Fleet::new();

@@ -13,6 +13,8 @@
   // The least time between re-reads of the job list as the queue's counts
   // change, so a busy queue costs a browse every few seconds, not every one.
   const JOBS_EVERY = 3000;
+  // How often the schedules are read again (they are not in the stream).
+  const SCHEDULES_EVERY = 5000;
 
   let stats = null; // the latest `stats` message
   let history = []; // throughput points, oldest first
@@ -25,6 +27,7 @@
   let jobsAsked = 0; // counts the reads, so only the latest one is shown
   let browsed = null; // {queue, state, task, jobs, error} of the jobs listed
   let job = null; // {id, queue, note} of the job shown in detail
+  let schedulesAsked = 0; // counts the reads of the schedules, so only the latest one is shown
   let frame = 0;
 
   const $ = (id) => document.getElementById(id);
@@ -85,6 +88,9 @@
   }
 
   const badge = (state) => h('span', { class: 'badge ' + state }, state);
+
+  // Set in a message: serde leaves a `None` out, or writes it as null.
+  const given = (v) => v !== undefined && v !== null;
 
   // Long ids (UUIDs) are shortened in lists; the detail shows them whole.
   const shortId = (id) => (id.length > 20 ? id.slice(0, 8) + '…' + id.slice(-6) : id);
@@ -169,13 +175,27 @@
   }
 
   function onEvents(events) {
+    let progressed = false;
     for (const event of events) {
-      // Progress reports update the job shown, not the feed.
+      // Progress reports update the job shown and the running jobs listed, not the feed.
       if (event.state !== 'progress') feed.unshift(event);
+      else if (listedProgress(event)) progressed = true;
       if (job && event.id === job.id) showJob(job.id, job.queue, true);
     }
+    if (progressed) renderJobs();
     if (feed.length > FEED_MAX) feed.length = FEED_MAX;
     schedule();
+  }
+
+  // A progress report of a running job the Jobs card lists: kept, so it shows
+  // at once rather than at the next read of the list. True when it was one.
+  function listedProgress(event) {
+    if (!browsed || browsed.state !== 'active' || browsed.queue !== event.queue) return false;
+    const j = browsed.jobs.find((j) => j.id === event.id);
+    if (!j) return false;
+    j.progress = event.progress;
+    j.progress_message = event.message;
+    return true;
   }
 
   // The feed and the chart are drawn at most once a frame, however many
@@ -213,6 +233,22 @@
 
   const QUEUE_COLUMNS = ['pending', 'scheduled', 'active', 'dead', 'completed', 'failed', 'retried', 'cancelled'];
 
+  // A queue's limits, under its name when it has any: `≤10 running · 100/s`.
+  function limits(q) {
+    const short = [];
+    const long = [];
+    if (given(q.concurrency_limit)) {
+      short.push('≤' + num(q.concurrency_limit) + ' running');
+      long.push('at most ' + num(q.concurrency_limit) + ' jobs running at once');
+    }
+    if (given(q.rate_limit)) {
+      short.push(rate(q.rate_limit) + '/s');
+      long.push('at most ' + rate(q.rate_limit) + ' jobs started a second');
+    }
+    if (!short.length) return null;
+    return h('div', { class: 'limits', title: long.join(', ') + ', fleet-wide' }, short.join(' · '));
+  }
+
   function renderQueues() {
     const queues = stats.queues || [];
     $('queues-empty').hidden = queues.length > 0;
@@ -234,7 +270,8 @@
         },
       }, q.paused ? 'Resume' : 'Pause');
       const row = h('tr', { 'data-queue': q.name, class: q.name === selected ? 'selected' : null },
-        h('td', { class: 'text' }, q.name, q.paused ? badge('paused') : null), ...cells, oldest, h('td', null, toggle));
+        h('td', { class: 'text' }, q.name, q.paused ? badge('paused') : null, limits(q)),
+        ...cells, oldest, h('td', null, toggle));
       row.addEventListener('click', () => {
         selectQueue(q.name);
         $('jobs-card').scrollIntoView({ behavior: 'smooth', block: 'start' });
@@ -430,12 +467,25 @@
     renderJobs();
   }
 
+  // How far a running job has come, as its task last reported: `40% · resizing`.
+  function progressCell(j) {
+    if (!given(j.progress)) return h('td', { class: 'text progress zero', 'data-col': 'progress' }, '–');
+    const share = Math.min(1, Math.max(0, j.progress));
+    const said = Math.round(share * 100) + '%' + (j.progress_message ? ' · ' + j.progress_message : '');
+    const fillBar = h('i');
+    fillBar.style.width = Math.round(share * 100) + '%';
+    return h('td', { class: 'text progress', 'data-col': 'progress', title: said },
+      h('span', { class: 'said' }, said), h('span', { class: 'bar' }, fillBar));
+  }
+
   // Drawn again with every stats message, so the times stay current.
   function renderJobs() {
     if (!browsed) return;
     const { queue, state, task, jobs, error } = browsed;
     const [title, time] = JOB_TIMES[state];
+    const active = state === 'active';
     $('jobs-age').textContent = title;
+    $('jobs-progress').hidden = !active;
     const empty = $('jobs-empty');
     empty.textContent = error
       ? 'Could not list jobs: ' + error
@@ -447,6 +497,7 @@
         h('td', { class: 'text' }, j.task),
         h('td', null, j.attempts + ' / ' + j.max_attempts),
         h('td', { 'data-col': 'age' }, time(j)),
+        active ? progressCell(j) : null,
         h('td', { class: 'error', title: j.error || '' }, j.error || ''))));
   }
 
@@ -492,6 +543,70 @@
       note('Could not ' + action + ': ' + err.message);
     }
     loadDead();
+  }
+
+  // ---- schedules -----------------------------------------------------------------
+
+  // Read every SCHEDULES_EVERY and after each action, not with every stats message.
+  async function loadSchedules() {
+    const asked = ++schedulesAsked;
+    let schedules = [];
+    let error = null;
+    try {
+      schedules = await api('/api/schedules');
+    } catch (err) {
+      error = err.message;
+    }
+    if (asked !== schedulesAsked) return;
+    renderSchedules(schedules, error);
+  }
+
+  // When a schedule fires, as `jobfleet schedule list` says it. The server
+  // sends that text as `describe`; this is for when it does not.
+  function describeWhen(w) {
+    if (w && w.every) return 'every ' + ms(w.every.every_ms);
+    if (w && w.cron) return 'cron "' + w.cron.cron + '" (' + (w.cron.tz || 'UTC') + ')';
+    return '?';
+  }
+
+  function renderSchedules(schedules, error) {
+    const empty = $('schedules-empty');
+    empty.textContent = error
+      ? 'Could not list schedules: ' + error
+      : 'No schedule: add one with jobfleet schedule add NAME TASK --every 1h.';
+    empty.hidden = schedules.length > 0;
+    fill($('schedules').tBodies[0], schedules.map((s) => {
+      const next = s.paused ? badge('paused') : given(s.next_ms) ? when(s.next_ms, true) : 'never';
+      // The last tick's job opens in the detail, like any other id.
+      const last = s.last_job ? idButton(s.last_job, s.queue) : '–';
+      return h('tr', { 'data-queue': s.queue, 'data-name': s.name, class: s.paused ? 'paused' : null },
+        h('td', { class: 'text' }, s.name, h('div', { class: 'sub' }, 'queue ' + s.queue)),
+        h('td', { class: 'text' }, s.task),
+        h('td', { class: 'text when', title: 'payload ' + JSON.stringify(s.payload) }, s.describe || describeWhen(s.when)),
+        h('td', { 'data-col': 'next', title: given(s.next_ms) ? when(s.next_ms) : null }, next),
+        h('td', { class: 'text', 'data-col': 'last', title: given(s.last_ms) ? 'the tick of ' + when(s.last_ms) : null }, last),
+        h('td', null,
+          h('button', { type: 'button', class: 'pause', onclick: () => scheduleAction(s, s.paused ? 'resume' : 'pause') },
+            s.paused ? 'Resume' : 'Pause'),
+          h('button', { type: 'button', class: 'remove danger', onclick: () => scheduleAction(s, 'remove') }, 'Remove')));
+    }));
+  }
+
+  async function scheduleAction(s, action) {
+    const what = 'schedule ' + s.name + ' of ' + s.queue;
+    if (action === 'remove' && !confirm('Remove ' + what + '? The jobs it submitted stay.')) return;
+    const path = '/api/queues/' + encodeURIComponent(s.queue) + '/schedules/' + encodeURIComponent(s.name) + '/' + action;
+    let text;
+    try {
+      const reply = await api(path, 'POST');
+      if (action === 'remove') text = 'Removed ' + what + '; the jobs it submitted stay.';
+      else if (!reply.changed) text = 'The ' + what + (reply.paused ? ' was already paused.' : ' was not paused.');
+      else text = reply.paused ? 'Paused ' + what + '.' : 'Resumed ' + what + ': it goes on from its next tick.';
+    } catch (err) {
+      text = 'Could not ' + action + ' ' + what + ': ' + err.message;
+    }
+    $('schedules-note').textContent = text;
+    loadSchedules();
   }
 
   // ---- job detail --------------------------------------------------------------
@@ -615,6 +730,7 @@
     $('jobs-task').addEventListener('change', loadJobs);
     $('jobs-refresh').addEventListener('click', loadJobs);
     $('dead-queue').addEventListener('change', (e) => selectQueue(e.target.value));
+    $('schedules-refresh').addEventListener('click', loadSchedules);
     $('dead-retry-all').addEventListener('click', () => deadAction('retry', null));
     $('dead-purge-all').addEventListener('click', () => deadAction('purge', null));
     $('feed-pause').addEventListener('click', (e) => {
@@ -628,5 +744,10 @@
     drawChart();
     openLinkedJob();
     connect();
+    loadSchedules();
+    // Not while the page is hidden: the next read after it shows catches up.
+    setInterval(() => {
+      if (!document.hidden) loadSchedules();
+    }, SCHEDULES_EVERY);
   });
 })();

@@ -73,8 +73,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/queues/{queue}/dead/purge", post(dead_purge))
         .route("/api/schedules", get(schedules))
         .route("/api/queues/{queue}/schedules/{name}/pause", post(schedule_pause))
-        .route("/api/queues/{queue}/schedules/{name}/resume", post(schedule_resume))
-        .route("/api/queues/{queue}/schedules/{name}/remove", post(schedule_remove))
+        .route(
+            "/api/queues/{queue}/schedules/{name}/resume",
+            post(schedule_resume),
+        )
+        .route(
+            "/api/queues/{queue}/schedules/{name}/remove",
+            post(schedule_remove),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
@@ -375,7 +381,11 @@ async fn schedule_pause(
     Path((queue, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     validate_schedule_name(&name)?;
-    let changed = state.client.queue(&queue)?.schedule_set_paused(&name, true).await?;
+    let changed = state
+        .client
+        .queue(&queue)?
+        .schedule_set_paused(&name, true)
+        .await?;
     Ok(Json(json!({ "paused": true, "changed": changed })).into_response())
 }
 
@@ -386,7 +396,11 @@ async fn schedule_resume(
     Path((queue, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     validate_schedule_name(&name)?;
-    let changed = state.client.queue(&queue)?.schedule_set_paused(&name, false).await?;
+    let changed = state
+        .client
+        .queue(&queue)?
+        .schedule_set_paused(&name, false)
+        .await?;
     Ok(Json(json!({ "paused": false, "changed": changed })).into_response())
 }
 

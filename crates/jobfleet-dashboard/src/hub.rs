@@ -463,6 +463,35 @@ mod tests {
     }
 
     #[test]
+    fn stats_carry_a_queue_s_limits_only_when_it_has_them() {
+        let hub = hub();
+        let stats = FleetStats {
+            queues: vec![
+                QueueStats {
+                    name: "limited".into(),
+                    concurrency_limit: Some(10),
+                    rate_limit: Some(2.5),
+                    ..QueueStats::default()
+                },
+                QueueStats {
+                    name: "free".into(),
+                    ..QueueStats::default()
+                },
+            ],
+            ..FleetStats::default()
+        };
+        hub.publish_stats(0, &stats, None, None);
+        let (_, snapshot) = hub.join();
+        let snapshot: serde_json::Value = serde_json::from_str(&snapshot.data).unwrap();
+        let queues = &snapshot["stats"]["queues"];
+        assert_eq!(queues[0]["concurrency_limit"], 10);
+        assert_eq!(queues[0]["rate_limit"], 2.5);
+        // The page reads a missing field as no limit.
+        assert_eq!(queues[1].get("concurrency_limit"), None);
+        assert_eq!(queues[1].get("rate_limit"), None);
+    }
+
+    #[test]
     fn stats_history_keeps_five_minutes() {
         let hub = hub();
         let stats = FleetStats::default();

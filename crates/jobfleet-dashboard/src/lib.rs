@@ -12,8 +12,9 @@
 //!   the latest 200 events (progress reports are passed on, not kept) and
 //!   the per-task latency windows.
 //! - `api`: the HTTP routes: the page and its assets, `/api/stream` (SSE),
-//!   job detail and cancel, queue pause and resume, jobs by state, dead
-//!   letters with retry and purge, `/metrics`, `/healthz`.
+//!   job detail and cancel, queue pause and resume, jobs by state,
+//!   schedules (list, pause, resume, remove), dead letters with retry and
+//!   purge, `/metrics`, `/healthz`.
 //! - `guard`: the Host check, the token check, the CSRF defence of
 //!   state-changing routes and the security headers (a strict
 //!   Content-Security-Policy).

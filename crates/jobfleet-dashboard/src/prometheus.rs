@@ -244,7 +244,10 @@ mod tests {
             ..FleetStats::default()
         };
         let text = Exporter::new().render(&stats);
-        assert!(text.contains("jobfleet_queue_pending{queue=\"free\"} 0"), "{text}");
+        assert!(
+            text.contains("jobfleet_queue_pending{queue=\"free\"} 0"),
+            "{text}"
+        );
         assert!(!text.contains("jobfleet_queue_concurrency_limit{"), "{text}");
         assert!(!text.contains("jobfleet_queue_rate_limit{"), "{text}");
     }
