@@ -47,4 +47,8 @@ echo "== library docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib \
   -p jobfleet-core -p jobfleet-worker -p jobfleet-thumbnail -p jobfleet-dashboard -p jobfleet-testkit
 echo "== cargo package: every published crate builds from its packaged sources"
+# Cargo verifies each crate against its siblings' packaged sources through a
+# local registry, and unpacks those once into its registry cache: an earlier
+# run's unpacked copy of the same version would stand in for today's sources.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/jobfleet-*-0.1.0
 cargo package --locked --workspace --exclude jobfleet-bench --exclude jobfleet-e2e --exclude custom-task
